@@ -1,0 +1,44 @@
+"""Shared fixtures: locations of the real EPU samples and of the RabbitMQ broker.
+
+Tests that need ``../shared/epu-samples`` or a broker skip when they are absent, unless CI sets
+``EM_AGENT_REQUIRE_SAMPLES=1`` / ``EM_AGENT_REQUIRE_AMQP=1``, in which case a missing resource fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLES_DIR = Path(os.environ.get("EM_AGENT_SAMPLES_DIR", REPO_ROOT.parent / "shared" / "epu-samples"))
+
+
+def _require(flag: str) -> bool:
+    return os.environ.get(flag, "") not in ("", "0", "false", "no")
+
+
+@pytest.fixture(scope="session")
+def epu_samples_dir() -> Path:
+    """The real EPU sample tree; skips (or fails under EM_AGENT_REQUIRE_SAMPLES=1) when it is missing."""
+    if not SAMPLES_DIR.is_dir():
+        if _require("EM_AGENT_REQUIRE_SAMPLES"):
+            pytest.fail(f"EPU samples required but not found at {SAMPLES_DIR}")
+        pytest.skip(f"EPU samples not found at {SAMPLES_DIR}")
+    return SAMPLES_DIR
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    """URL of a RabbitMQ broker; skips (or fails under EM_AGENT_REQUIRE_AMQP=1) when none is listening."""
+    url = os.environ.get("EM_AGENT_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), timeout=1.0):
+            pass
+    except OSError:
+        if _require("EM_AGENT_REQUIRE_AMQP"):
+            pytest.fail("RabbitMQ broker required but not reachable on 127.0.0.1:5672")
+        pytest.skip("RabbitMQ broker not reachable on 127.0.0.1:5672")
+    return url
