@@ -1,0 +1,55 @@
+"""The ``em-agent`` console script.
+
+Each command lives in a module of ``agent.commands`` (or, for stand-ins, ``testbed``) that exposes
+``register(subparsers)``; this module only assembles them. Exit codes: 0 success, 1 failure, 2 usage error,
+78 configuration error (``EX_CONFIG``: systemd does not restart on it), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from agent import __version__
+from agent.commands import COMMAND_MODULES, load_command_module
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 78
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every available command."""
+    parser = argparse.ArgumentParser(
+        prog="em-agent",
+        description="Microscope-side agent: EPU ingest into a SmartEM-compatible backend, and backend "
+        "instructions executed on the SEM.",
+    )
+    parser.add_argument("--version", action="version", version=f"em-agent {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module = load_command_module(name)
+        if module is not None:
+            module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "func", None)
+    if handler is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(handler(args))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
