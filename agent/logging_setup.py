@@ -87,7 +87,14 @@ def record_to_dict(record: logging.LogRecord, redactor: Redactor = REDACTOR) -> 
         "event": record.getMessage(),
     }
     for key, val in record.__dict__.items():
-        if key not in _STANDARD_ATTRS and not key.startswith("_"):
+        if key in _STANDARD_ATTRS or key.startswith("_"):
+            continue
+        if key == "event":
+            # A structured event name given as a field wins; the human message is kept beside it.
+            out["message"], out["event"] = out["event"], val
+        elif key in out:
+            out[f"field_{key}"] = val
+        else:
             out[key] = val
     if record.exc_info and record.exc_info[0] is not None:
         out["exc_type"] = record.exc_info[0].__name__

@@ -162,3 +162,14 @@ def test_shipper_delivers_batches_with_smartem_shape() -> None:
         shipper.close()
     assert [set(item) for item in got] == [{"timestamp", "level", "logger_name", "message"}] * 3
     assert json.loads(str(got[0]["message"]))["event"] == "shipped 0"
+
+
+def test_event_field_becomes_the_event_and_message_is_kept() -> None:
+    rec = logging.LogRecord("x", logging.INFO, "f", 1, "instruction stream connected", None, None)
+    rec.event = "sse.connected"
+    rec.level = "shadow"
+    data = record_to_dict(rec, Redactor())
+    assert data["event"] == "sse.connected"
+    assert data["message"] == "instruction stream connected"
+    assert data["level"] == "INFO"
+    assert data["field_level"] == "shadow"

@@ -1,0 +1,191 @@
+"""``em-agent ingest DIR``: import an EPU folder into the backend (``--once``), or keep watching it.
+
+``--once`` exits when every file found has been posted (exit 0), or with 1 when the folder went quiet with
+entities that cannot be posted (orphans whose parent never appeared, rejected rows; they stay in the state
+database for the next run), or 2 on a configuration error. ``--dry-run`` parses and reports without a backend,
+using a throw-away state database. A progress bar is shown on stderr when it is a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from agent.ingest.config import IngestConfig
+from agent.ingest.service import IngestService
+from agent.state.database import Database, open_database
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``ingest`` subcommand."""
+    p = subparsers.add_parser(
+        "ingest",
+        help="import an EPU folder into the backend",
+        description="Ingest an EPU folder: --once for a backlog import that exits when everything is posted.",
+    )
+    p.add_argument("watch_dir", type=Path, metavar="DIR", help="EPU session folder, or a folder of sessions")
+    p.add_argument("--once", action="store_true", help="exit when the folder is fully posted")
+    p.add_argument("--dry-run", action="store_true", help="parse and report; no backend, throw-away state")
+    p.add_argument("--backend", default=None, metavar="URL", help="backend URL (default: configuration)")
+    p.add_argument("--state-dir", type=Path, default=None, help="state directory (default: configuration)")
+    p.add_argument("--config", type=Path, default=None, metavar="TOML", help="configuration file (TOML)")
+    p.add_argument("--observer", choices=["auto", "native", "polling"], default=None)
+    p.add_argument(
+        "--settle-time", type=float, default=None, metavar="S", help="seconds a file must be stable"
+    )
+    p.add_argument("--timeout", type=float, default=None, metavar="S", help="--once: give up after S seconds")
+    p.add_argument(
+        "--quiet-time", type=float, default=5.0, metavar="S", help="--once: idle time before giving up"
+    )
+    p.add_argument("--no-progress", action="store_true", help="never show the progress bar")
+    p.add_argument("--json", action="store_true", help="print the final report as one JSON line")
+    p.set_defaults(func=run)
+
+
+def _config(args: argparse.Namespace, base: IngestConfig | None) -> IngestConfig:
+    data: dict[str, Any] = base.model_dump() if base is not None else {}
+    data["watch_dir"] = args.watch_dir.resolve()
+    if args.observer is not None:
+        data["observer"] = args.observer
+    if args.settle_time is not None:
+        data["settle_time_s"] = args.settle_time
+    return IngestConfig.model_validate(data)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command (returns the exit code)."""
+    if not args.watch_dir.is_dir():
+        print(f"em-agent ingest: {args.watch_dir} is not a folder", file=sys.stderr)
+        return 2
+    try:
+        from agent.settings import load_settings  # noqa: PLC0415 - only when a config is used
+
+        overrides: dict[str, Any] = {}
+        if args.backend:
+            overrides["backend"] = {"url": args.backend}
+        if args.state_dir:
+            overrides["state_dir"] = args.state_dir
+        settings = load_settings(args.config, overrides)
+    except Exception as exc:  # configuration problems are reported, not raised
+        print(f"em-agent ingest: configuration error: {exc}", file=sys.stderr)
+        return 2
+    config = _config(args, settings.ingest)
+    return asyncio.run(_main(args, config, settings))
+
+
+async def _main(args: argparse.Namespace, config: IngestConfig, settings: Any) -> int:
+    tmp: tempfile.TemporaryDirectory[str] | None = None
+    client: Any = None
+    if args.dry_run:
+        tmp = tempfile.TemporaryDirectory(prefix="em-agent-dry-run-")
+        db: Database = open_database(Path(tmp.name))
+    else:
+        from agent.connections import backend_auth, backend_timeout, backend_verify  # noqa: PLC0415
+        from backend_client.async_client import AsyncSmartEMAPIClient  # noqa: PLC0415
+        from backend_client.retry import RetryPolicy  # noqa: PLC0415
+
+        db = open_database(Path(settings.state_dir))
+        # httpx accepts an SSLContext too; the client's annotation (bool | str) is narrower than httpx's.
+        verify: Any = backend_verify(settings.backend)
+        client = AsyncSmartEMAPIClient(
+            settings.backend.url,
+            auth=backend_auth(settings.backend),
+            verify=verify,
+            timeout=backend_timeout(settings.backend).read or 10.0,
+            # Short per-call retries: the flusher keeps the work and retries for as long as it takes.
+            retry=RetryPolicy(attempts=3, timeout=10.0, wait_initial=0.2, wait_max=2.0),
+        )
+    service = IngestService(config, db, client)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    code = 0
+    try:
+        await service.start()
+        progress = _Progress(service, enabled=not args.no_progress and sys.stderr.isatty())
+        progress_task = asyncio.create_task(progress.run())
+        if args.once or args.dry_run:
+            done = asyncio.create_task(
+                service.wait_until_posted(timeout_s=args.timeout, quiet_s=args.quiet_time)
+            )
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({done, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if done.done():
+                code = 0 if done.result() else 1
+            else:
+                done.cancel()
+                code = 130
+        else:
+            await stop.wait()
+        progress_task.cancel()
+        progress.close()
+    finally:
+        await service.stop()
+        report = {**service.snapshot(), "datastore": service.datastore_info()}
+        if args.json:
+            print(json.dumps(report, default=str), flush=True)
+        else:
+            _print_report(report, dry_run=args.dry_run)
+        if client is not None:
+            await client.aclose()
+        db.close()
+        if tmp is not None:
+            tmp.cleanup()
+    return code
+
+
+def _print_report(report: dict[str, Any], *, dry_run: bool) -> None:
+    entities = report["datastore"]["entities"]
+    print(
+        f"files: seen {report['files_seen']}, processed {report['files_processed']}, "
+        f"unchanged {report['files_unchanged']}, failed {report['files_failed']}"
+    )
+    for kind, counts in sorted(entities.items()):
+        state = "parsed" if dry_run else f"created {counts['created']}"
+        print(
+            f"  {kind:<11} {counts['known']:>7} known, {state}, skipped {counts['skipped']}, "
+            f"pending {counts['pending']}"
+        )
+    if report["orphans"]:
+        print(f"orphans: {report['orphans']} (oldest {report['oldest_orphan_age_s']} s)")
+    if report["last_error"]:
+        print(f"last error: {report['last_error']}")
+    sys.stdout.flush()
+
+
+class _Progress:
+    """tqdm bar of files processed and outbox depth, only on a terminal."""
+
+    def __init__(self, service: IngestService, *, enabled: bool) -> None:
+        self._service = service
+        self._bar: Any = None
+        if enabled:
+            from tqdm import tqdm  # noqa: PLC0415 - only on a terminal
+
+            self._bar = tqdm(total=0, unit="file", desc="ingest", file=sys.stderr)
+
+    async def run(self) -> None:
+        while self._bar is not None:
+            m = self._service.metrics
+            done = m.files_processed + m.files_unchanged + m.files_failed
+            self._bar.total = max(m.files_seen, done)
+            self._bar.n = done
+            depth = await asyncio.to_thread(self._service.store.outbox_depth)
+            self._bar.set_postfix(outbox=depth, refresh=False)
+            self._bar.refresh()
+            await asyncio.sleep(0.5)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

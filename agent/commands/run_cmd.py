@@ -1,0 +1,294 @@
+"""``em-agent run``: the daemon (ingest + instructions), composed from the settings.
+
+This is the only place that knows every part: the state database, the backend clients, the ingest service, the
+instruction service with its device and decision-service handles, the heartbeat and the log shipper.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.commands.common import add_config_argument, settings_from_args
+from agent.connections import backend_auth, backend_timeout, backend_verify
+from agent.daemon import Daemon, NamedService
+from agent.logging_setup import LogShipper, configure_logging
+from agent.settings import ConfigError, Settings, load_settings
+from agent.state.database import Database, open_database
+
+log = logging.getLogger("agent.run")
+
+EXIT_CONFIG = 78
+
+
+@dataclass
+class Composition:
+    """The daemon and the resources to release after it stopped."""
+
+    daemon: Daemon
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    ingest: Any | None = None
+    instructions: Any | None = None
+
+    async def close(self) -> None:
+        """Release clients and the database (after the daemon stopped)."""
+        for closer in reversed(self.closers):
+            with contextlib.suppress(Exception):
+                await closer()
+
+
+class _HeartbeatService:
+    """Adapts ``AgentHeartbeatSender`` (start/stop coroutines) to the daemon's Service protocol."""
+
+    def __init__(self, sender: Any) -> None:
+        self.sender = sender
+
+    async def start(self) -> None:
+        await self.sender.start()
+
+    async def stop(self) -> None:
+        await self.sender.stop()
+
+
+def _database(settings: Settings) -> Database:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    return open_database(settings.state_dir)
+
+
+def compose(settings: Settings, *, shipper_out: list[LogShipper] | None = None) -> Composition:
+    """Build the daemon from the settings (raises ConfigError for unusable combinations)."""
+    from backend_client.async_client import AsyncSmartEMAPIClient
+
+    db = _database(settings)
+    auth = backend_auth(settings.backend)
+    verify: Any = backend_verify(settings.backend)
+    timeout = backend_timeout(settings.backend)
+    api = AsyncSmartEMAPIClient(
+        settings.backend.url,
+        timeout=settings.backend.read_timeout_s,
+        auth=auth,
+        verify=verify,
+        connect_timeout=timeout.connect,
+    )
+    services: list[NamedService] = []
+    comp = Composition(daemon=Daemon(services=services))
+
+    async def close_db() -> None:
+        db.close()
+
+    comp.closers.append(close_db)
+    comp.closers.append(api.aclose)
+
+    if settings.ingest is not None:
+        from agent.ingest import IngestService
+
+        ingest = IngestService(settings.ingest, db, api)
+        comp.ingest = ingest
+        services.append(NamedService("ingest", ingest, ingest.snapshot))
+
+    if settings.session_id:
+        comp.instructions = _compose_instructions(settings, db, api, auth, verify, comp, services)
+    elif settings.ingest is None:
+        raise ConfigError("nothing to do: set ingest.watch_dir (--watch) and/or session_id (--session-id)")
+
+    if settings.logging.ship and settings.session_id:
+        shipper = _log_shipper(settings, auth, verify)
+        logging.getLogger().addHandler(shipper)
+        if shipper_out is not None:
+            shipper_out.append(shipper)
+
+        async def close_shipper() -> None:
+            logging.getLogger().removeHandler(shipper)
+            await asyncio.to_thread(shipper.close)
+
+        comp.closers.append(close_shipper)
+
+    comp.daemon.status_interval_s = settings.logging.status_interval_s
+    return comp
+
+
+def _compose_instructions(
+    settings: Settings,
+    db: Database,
+    api: Any,
+    auth: Any,
+    verify: Any,
+    comp: Composition,
+    services: list[NamedService],
+) -> Any:
+    from agent.instructions.runner import DeviceOptions, build_device_handle, build_service
+    from backend_client.async_client import AsyncSmartEMAPIClient
+    from backend_client.retry import RetryPolicy
+    from backend_client.sse import AgentHeartbeatSender, SSEAgentClient
+
+    assert settings.session_id is not None
+    sse = SSEAgentClient(
+        settings.backend.url,
+        settings.agent_id,
+        settings.session_id,
+        timeout=settings.backend.connect_timeout_s,
+        max_retries=None,  # a daemon never gives up on its instruction stream
+        auth=auth,
+        verify=verify,
+        read_timeout=settings.backend.sse_read_timeout_s,
+    )
+    # Acks are retried by the journal (across reconnects and restarts): one POST per attempt here.
+    ack_api = AsyncSmartEMAPIClient(
+        settings.backend.url,
+        timeout=settings.backend.read_timeout_s,
+        auth=auth,
+        verify=verify,
+        retry=RetryPolicy.disabled(),
+    )
+    comp.closers.append(ack_api.aclose)
+    device = build_device_handle(
+        DeviceOptions(
+            backend=settings.device.backend,
+            url=settings.device.url,
+            api_key=settings.device.resolved_api_key(),
+            device_slug=settings.device.device_slug,
+            run_name=settings.device.run_name,
+        )
+    )
+    decisions = None
+    if settings.device.athena_url:
+        from agent.devices.athena import AthenaClient
+
+        decisions = AthenaClient(settings.device.athena_url, session_id=settings.device.athena_session_id)
+    service = build_service(
+        settings.instructions,
+        db,
+        sse_client=sse,
+        api_client=ack_api,
+        agent_id=settings.agent_id,
+        session_id=settings.session_id,
+        state_dir=settings.state_dir,
+        device=device,
+        decisions=decisions,
+        introspection=comp.ingest,
+    )
+    if device is not None:
+
+        async def close_device() -> None:
+            await asyncio.to_thread(device.close)
+
+        comp.closers.append(close_device)
+    services.append(NamedService("instructions", service, service.snapshot))
+    if settings.backend.heartbeat_interval_s > 0:
+        beat = AgentHeartbeatSender(
+            api,
+            settings.agent_id,
+            settings.session_id,
+            interval=settings.backend.heartbeat_interval_s,
+            is_connected=lambda: sse.connected,
+        )
+        services.append(NamedService("heartbeat", _HeartbeatService(beat)))
+    return service
+
+
+def _log_shipper(settings: Settings, auth: Any, verify: Any) -> LogShipper:
+    from backend_client.client import SmartEMAPIClient
+    from backend_client.models import AgentLogEntry
+    from backend_client.retry import RetryPolicy
+
+    # A separate sync client used only by the shipper thread, never retried: a failed batch is counted and
+    # dropped so that shipping can never hold up the agent.
+    client = SmartEMAPIClient(
+        settings.backend.url, timeout=10.0, auth=auth, verify=verify, retry=RetryPolicy.disabled()
+    )
+    assert settings.session_id is not None
+    agent_id, session_id = settings.agent_id, settings.session_id
+
+    def ship(batch: list[dict[str, Any]]) -> None:
+        client.ship_logs(agent_id, session_id, [AgentLogEntry.model_validate(item) for item in batch])
+
+    return LogShipper(
+        ship, capacity=settings.logging.ship_buffer, interval_s=settings.logging.ship_interval_s
+    )
+
+
+async def run_daemon(settings: Settings, *, stop_bridge: Any | None = None) -> int:
+    """Compose and run the daemon until stopped; returns the exit code."""
+    try:
+        comp = compose(settings)
+    except ConfigError as exc:
+        log.error("agent.config_error", extra={"error": str(exc)})
+        return EXIT_CONFIG
+    comp.daemon.install_signal_handlers()
+    if stop_bridge is not None:
+        stop_bridge.attach(asyncio.get_running_loop(), comp.daemon.request_stop)
+    log.info(
+        "agent.starting",
+        extra={
+            "pid": os.getpid(),
+            "agent_id": settings.agent_id,
+            "session_id": settings.session_id,
+            "backend": settings.backend.url,
+            "watch_dir": str(settings.ingest.watch_dir) if settings.ingest else None,
+            "device": settings.device.backend,
+            "state_dir": str(settings.state_dir),
+        },
+    )
+    try:
+        return await comp.daemon.run()
+    finally:
+        await comp.close()
+
+
+def run_daemon_from_config(config_file: Path | None, *, stop_bridge: Any | None = None) -> int:
+    """Blocking entry used by the Windows service host."""
+    try:
+        settings = load_settings(config_file)
+    except ConfigError as exc:
+        print(f"em-agent: configuration error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_CONFIG
+    configure_logging(settings.logging)
+    return asyncio.run(run_daemon(settings, stop_bridge=stop_bridge))
+
+
+def _run(args: argparse.Namespace) -> int:
+    flags: dict[str, Any] = {
+        "agent_id": args.agent_id,
+        "session_id": args.session_id,
+        "state_dir": args.state_dir,
+        "backend.url": args.backend,
+        "device.backend": args.device,
+        "logging.level": args.log_level,
+    }
+    if args.watch is not None:
+        flags["ingest.watch_dir"] = args.watch
+    settings = settings_from_args(args, flags)
+    if settings is None:
+        return EXIT_CONFIG
+    configure_logging(settings.logging)
+    return asyncio.run(run_daemon(settings))
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``run``."""
+    parser = subparsers.add_parser(
+        "run",
+        help="run the agent: watch EPU output and execute backend instructions",
+        description="Run the daemon until SIGTERM/SIGINT (a second signal exits at once). Flags override the "
+        "configuration file and EM_AGENT_* variables. Exit codes: 0 clean stop, 1 failure, 78 configuration "
+        "error, 130 forced exit.",
+    )
+    add_config_argument(parser)
+    parser.add_argument("--watch", type=Path, default=None, metavar="DIR", help="EPU output folder to watch")
+    parser.add_argument("--backend", default=None, metavar="URL", help="SmartEM-compatible backend URL")
+    parser.add_argument("--agent-id", default=None, metavar="ID", help="this agent's id")
+    parser.add_argument("--session-id", default=None, metavar="ID", help="agent session id (enables instructions)")
+    parser.add_argument("--state-dir", type=Path, default=None, metavar="DIR", help="durable state folder")
+    parser.add_argument(
+        "--device", choices=["none", "simulator", "semphony"], default=None, help="microscope backend"
+    )
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR")
+    parser.set_defaults(func=_run)

@@ -1,0 +1,49 @@
+"""The one switch between device backends: ``"simulator"`` (in process) or ``"semphony"`` (HTTP)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from agent.devices.backend import DeviceBackend
+from agent.devices.http_backend import SemphonyHttpBackend
+from agent.devices.semphony.client import SemphonyClient
+from agent.devices.simulator.config import SimulatorConfig
+from agent.devices.simulator_backend import SimulatorBackend
+
+__all__ = ["BackendKind", "create_backend", "create_client"]
+
+BackendKind = Literal["simulator", "semphony"]
+
+
+def create_backend(
+    kind: BackendKind | str,
+    *,
+    url: str | None = None,
+    api_key: str | None = None,
+    simulator: SimulatorConfig | None = None,
+    timeout: float = 60.0,
+) -> DeviceBackend:
+    """Build the backend ``kind`` names (the value of the ``device.backend`` setting).
+
+    ``"semphony"`` needs ``url`` and ``api_key``; ``"simulator"`` takes an optional :class:`SimulatorConfig`.
+    """
+    if kind == "simulator":
+        return SimulatorBackend(simulator)
+    if kind == "semphony":
+        if not url or not api_key:
+            raise ValueError("device backend 'semphony' needs a URL and an API key")
+        return SemphonyHttpBackend(url, api_key, timeout=timeout)
+    raise ValueError(f"unknown device backend {kind!r}; expected 'simulator' or 'semphony'")
+
+
+def create_client(
+    kind: BackendKind | str,
+    *,
+    url: str | None = None,
+    api_key: str | None = None,
+    simulator: SimulatorConfig | None = None,
+    timeout: float = 60.0,
+) -> SemphonyClient:
+    """A :class:`SemphonyClient` over :func:`create_backend`'s backend."""
+    backend = create_backend(kind, url=url, api_key=api_key, simulator=simulator, timeout=timeout)
+    return SemphonyClient.from_backend(backend)

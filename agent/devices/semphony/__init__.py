@@ -1,0 +1,48 @@
+"""The Semphony SDK surface, over the SEM simulator in process or a Semphony control server over HTTP.
+
+Usage (as in the Semphony reference)::
+
+    client = SemphonyClient("http://127.0.0.1:8100", api_key)   # or SemphonyClient.simulated()
+    run = client.run("experiment-1")
+    with run.session(guardrails=ImagingGuardrails()) as session:
+        sem = ImagingDevice(client, device_slug="sem-001")
+        sem.attach(session)
+        sem.stage.move_to(1.0, 2.0)
+        result = sem.imaging.acquire(AcquisitionConfig(fov_um=50), download=True)
+
+The methods are synchronous; async code calls them with ``await asyncio.to_thread(...)``.
+"""
+
+from agent.devices.errors import SemphonyApiError, SemphonyGuardrailException
+from agent.devices.guardrails import ImagingGuardrails, StageSoftLimits
+from agent.devices.models import AcquisitionConfig, AcquisitionResult
+from agent.devices.semphony.client import Run, SemphonyClient, Session, run
+from agent.devices.semphony.systems import (
+    Centerings,
+    DeformationDevice,
+    GeometricTransformations,
+    ImagingChamber,
+    ImagingDevice,
+    ImagingInterface,
+    ImagingStageInterface,
+)
+
+__all__ = [
+    "AcquisitionConfig",
+    "AcquisitionResult",
+    "Centerings",
+    "DeformationDevice",
+    "GeometricTransformations",
+    "ImagingChamber",
+    "ImagingDevice",
+    "ImagingGuardrails",
+    "ImagingInterface",
+    "ImagingStageInterface",
+    "Run",
+    "SemphonyApiError",
+    "SemphonyClient",
+    "SemphonyGuardrailException",
+    "Session",
+    "StageSoftLimits",
+    "run",
+]

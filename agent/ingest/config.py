@@ -1,0 +1,81 @@
+"""Configuration of the ingest pipeline (one pydantic model, composed into the agent's ``Settings``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class IngestConfig(BaseModel):
+    """Settings of :class:`agent.ingest.IngestService`; every default is usable as is.
+
+    Times are in seconds.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    watch_dir: Path = Field(
+        description="Root folder to watch: one EPU session folder, or a folder holding several."
+    )
+    observer: Literal["auto", "native", "polling"] = Field(
+        default="auto",
+        description="'native' uses inotify/ReadDirectoryChangesW/FSEvents; 'polling' rescans the tree (needed on "
+        "SMB/NFS shares, where native events do not arrive); 'auto' polls on network file systems only.",
+    )
+    poll_interval_s: float = Field(default=2.0, gt=0, description="Rescan period of the polling observer.")
+    settle_time_s: float = Field(
+        default=0.25, ge=0, description="A file is parsed once its size and mtime have been stable this long."
+    )
+    incomplete_retry_s: float = Field(
+        default=0.5, gt=0, description="First delay before re-parsing a file that parsed as incomplete."
+    )
+    incomplete_retry_max_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Cap of the exponential re-parse delay for a file that stays incomplete.",
+    )
+    queue_size: int = Field(
+        default=5000,
+        ge=10,
+        description="Most files held in memory awaiting settling/parsing; beyond it paths spill to the state "
+        "database and are read back as room frees up (backpressure without an unbounded list).",
+    )
+    parse_workers: int = Field(default=2, ge=1, description="Threads parsing files concurrently.")
+    commit_batch: int = Field(
+        default=256, ge=1, description="Most parsed files written to the state database in one transaction."
+    )
+    flush_batch: int = Field(
+        default=500, ge=1, le=1000, description="Most entities in one batch request (backend cap: 1000)."
+    )
+    flush_concurrency: int = Field(default=4, ge=1, description="Most backend requests in flight at once.")
+    flush_retry_initial_s: float = Field(
+        default=0.5, gt=0, description="First wait before re-sending after the backend was unavailable."
+    )
+    flush_retry_max_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Cap of the wait between re-sends while the backend stays unavailable.",
+    )
+    rejected_retry_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Wait before re-sending an operation the backend rejected (4xx): kept, never dropped.",
+    )
+    status_interval_s: float = Field(
+        default=30.0, gt=0, description="Period of the 'agent.status' log line while the service runs."
+    )
+    skip_near_grid_bar_holes: bool = Field(
+        default=True,
+        description="Do not create foil holes flagged near the grid bar (SmartEM's client filters them too).",
+    )
+    max_file_bytes: int = Field(default=256 * 1024 * 1024, gt=0, description="Refuse to parse larger files.")
+    path_map: dict[str, Path] = Field(
+        default_factory=dict,
+        description="Windows path prefix -> local path, used to find the atlas an EpuSession.dm points to.",
+    )
+    drain_timeout_s: float = Field(default=10.0, ge=0, description="Bound of the flush on stop().")
+
+
+__all__ = ["IngestConfig"]

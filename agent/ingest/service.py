@@ -1,0 +1,500 @@
+"""``IngestService``: watcher -> settler -> parsers -> state (contributions, outbox) -> flusher -> backend.
+
+Data flow and the guarantees each step gives:
+
+* The watcher (observer started before the start-up scan) reports paths; names that are not EPU files are
+  dropped by :func:`converters.paths.classify_path` without touching the disk.
+* The settler holds at most ``queue_size`` paths; beyond that, paths are parked in the state database and read
+  back as room frees up (bounded memory, nothing dropped).
+* Parsers run in worker threads. A file whose size and mtime, or else whose content hash, match the last
+  processed version is skipped. An incomplete parse goes back to the settler with a growing delay.
+* One committer writes the results of many files in one transaction: the file record, the merged entities and
+  their outbox rows commit together, so a crash can lose only work that is redone on restart (the scan finds
+  every file whose record is missing or stale).
+* The flusher sends the outbox, parents first (see :mod:`agent.ingest.flusher`).
+
+A path is never parsed twice at the same time: an event for a path in flight is replayed after it committed,
+so an older parse can never overwrite a newer one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.ingest.config import IngestConfig
+from agent.ingest.entities import ContributionBuilder, norm_path
+from agent.ingest.flusher import IngestClient, OutboxFlusher
+from agent.ingest.settle import Settler
+from agent.ingest.store import Contribution, FileRecord, IngestStore, OutboxItem
+from agent.ingest.watcher import FileWatcher
+from agent.state.database import Database
+from converters.errors import ConverterError, IncompleteFileError
+from converters.parse import ParsedAtlas, ParsedSession, parse_bytes
+from converters.paths import EpuFileKind, EpuPath, PathMap, classify_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What processing one path produced (computed in a worker thread, committed by the committer)."""
+
+    path: str
+    info: EpuPath | None = None
+    record: FileRecord | None = None
+    contributions: list[Contribution] = field(default_factory=list)
+    atlas: ParsedAtlas | None = None
+    atlas_claim: tuple[str, str] | None = None  # (acquisition key, normalised atlas path)
+    incomplete: bool = False
+    skipped: bool = False
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class IngestMetrics:
+    """Counters of the pipeline since start."""
+
+    started_at: float = field(default_factory=time.time)
+    files_seen: int = 0
+    files_ignored: int = 0
+    files_processed: int = 0
+    files_unchanged: int = 0
+    files_failed: int = 0
+    incomplete_retries: int = 0
+    entities_enqueued: int = 0
+    commits: int = 0
+    scan_done: bool = False
+    scanned_files: int = 0
+    last_error: str | None = None
+    last_error_at: float | None = None
+    by_kind: Counter[str] = field(default_factory=Counter)
+
+
+class IngestService:
+    """The ingest pipeline as one long-running service with ``start()`` / ``stop()``.
+
+    Args:
+        config: the ingest settings.
+        db: the agent's state database (the ingest tables are created if missing).
+        client: the backend client (``AsyncSmartEMAPIClient`` or anything with the same request-model level
+            methods); ``None`` parses and records without sending (dry run).
+    """
+
+    def __init__(self, config: IngestConfig, db: Database, client: IngestClient | None) -> None:
+        self.config = config
+        self.db = db
+        self.client = client
+        self.store = IngestStore(db)
+        self.builder = ContributionBuilder(
+            config.watch_dir, skip_near_grid_bar_holes=config.skip_near_grid_bar_holes
+        )
+        self.path_map = PathMap({k: v for k, v in config.path_map.items()}) if config.path_map else None
+        self.settler = Settler(
+            settle_time_s=config.settle_time_s,
+            retry_initial_s=config.incomplete_retry_s,
+            retry_max_s=config.incomplete_retry_max_s,
+            capacity=config.queue_size,
+        )
+        self.metrics = IngestMetrics()
+        self.flusher = (
+            OutboxFlusher(config, self.store, client, on_confirmed=self._confirmed)
+            if client is not None
+            else None
+        )
+        self.watcher = FileWatcher(
+            Path(config.watch_dir),
+            self._on_file,
+            mode=config.observer,
+            poll_interval_s=config.poll_interval_s,
+        )
+        self._parse_queue: asyncio.Queue[str] = asyncio.Queue(maxsize=config.parse_workers * 4)
+        self._commit_queue: asyncio.Queue[_Outcome] = asyncio.Queue(maxsize=config.commit_batch * 2)
+        self._inflight: set[str] = set()
+        self._again: set[str] = set()
+        self._spill_buffer: list[str] = []
+        self._spilled = 0
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._changed = asyncio.Event()
+        self._latency_hook: list[Any] = []
+        self._running = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Start watching (observer first, then the start-up scan), parsing, committing and flushing."""
+        if self._running:
+            return
+        self._running = True
+        self._spilled = await asyncio.to_thread(self.store.spilled)
+        await self.watcher.start()
+        spawn = asyncio.create_task
+        self._tasks = [
+            spawn(self._settle_loop(), name="ingest-settle"),
+            *(
+                spawn(self._parse_worker(), name=f"ingest-parse-{i}")
+                for i in range(self.config.parse_workers)
+            ),
+            spawn(self._commit_loop(), name="ingest-commit"),
+            spawn(self._status_loop(), name="ingest-status"),
+            spawn(self._scan(), name="ingest-scan"),
+        ]
+        if self.flusher is not None:
+            self._tasks.append(spawn(self.flusher.run(), name="ingest-flush"))
+        log.info("ingest.started", extra={"event": "ingest.started", "watch_dir": str(self.config.watch_dir)})
+
+    async def stop(self) -> None:
+        """Stop watching, let parsed work reach the database, flush what the backend takes within the bound."""
+        if not self._running:
+            return
+        self._running = False
+        await self.watcher.stop()
+        deadline = time.monotonic() + self.config.drain_timeout_s
+        # Results already parsed are committed (cheap, local); then the flusher gets the rest of the bound.
+        while (self._commit_queue.qsize() or self._inflight) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if self.flusher is not None:
+            while time.monotonic() < deadline and await self._sendable_now():
+                await asyncio.sleep(0.05)
+        await self._flush_spill_buffer()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        log.info("ingest.stopped", extra={"event": "ingest.stopped", **self.snapshot()})
+
+    async def __aenter__(self) -> IngestService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ discovery
+
+    def _on_file(self, path: str) -> None:
+        """Called on the loop for every event and scanned file: classify by name, hand to the settler."""
+        if classify_path(path) is None:
+            self.metrics.files_ignored += 1
+            return
+        self.metrics.files_seen += 1
+        self.submit(path)
+
+    def submit(self, path: str) -> None:
+        """Queue one EPU file (also used for an atlas outside the watched folder)."""
+        if path in self._inflight:
+            self._again.add(path)
+        elif not self.settler.offer(path):
+            self._spill_buffer.append(path)
+        self._changed.set()
+
+    async def _scan(self) -> None:
+        try:
+            self.metrics.scanned_files = await self.watcher.scan()
+        except Exception as exc:  # a scan failure must not kill the service; live events still flow
+            self._note_error(f"start-up scan failed: {exc}")
+            log.exception("ingest.scan_failed", extra={"event": "ingest.scan_failed"})
+        finally:
+            self.metrics.scan_done = True
+            self._changed.set()
+
+    async def _flush_spill_buffer(self) -> None:
+        if self._spill_buffer:
+            paths, self._spill_buffer = self._spill_buffer, []
+            await asyncio.to_thread(self.store.spill, paths, time.time())
+            self._spilled += len(paths)
+
+    async def _settle_loop(self) -> None:
+        while True:
+            await self._flush_spill_buffer()
+            if self._spilled and self.settler.has_room:
+                room = self.settler.capacity - len(self.settler)
+                back = await asyncio.to_thread(self.store.unspill, room)
+                self._spilled = max(0, self._spilled - len(back)) if back else 0
+                for path in back:
+                    if not self.settler.offer(path):
+                        self._spill_buffer.append(path)
+            for path in self.settler.poll(limit=self._parse_queue.maxsize * 8):
+                if path in self._inflight:
+                    self._again.add(path)
+                    continue
+                self._inflight.add(path)
+                await self._parse_queue.put(path)
+            self._changed.set()
+            await self.settler.wait(0.2 if self._spilled or self._spill_buffer else 1.0)
+
+    # ------------------------------------------------------------------ parsing
+
+    async def _parse_worker(self) -> None:
+        while True:
+            path = await self._parse_queue.get()
+            try:
+                outcome = await asyncio.to_thread(self._process, path)
+            except Exception as exc:  # never lose the path: report and retry later
+                log.exception("ingest.process_failed", extra={"event": "ingest.process_failed", "path": path})
+                outcome = _Outcome(path=path, incomplete=True, error=f"{type(exc).__name__}: {exc}")
+            await self._commit_queue.put(outcome)
+
+    def _process(self, path: str) -> _Outcome:
+        """Read, hash and parse one file (runs in a worker thread)."""
+        info = classify_path(path)
+        if info is None:
+            return _Outcome(path=path, skipped=True)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return _Outcome(path=path, info=info, skipped=True)  # gone; a rename reports the new name
+        previous = self.store.file_record(path)
+        if previous is not None and previous[:2] == (st.st_size, st.st_mtime_ns) and previous[3] == "done":
+            return _Outcome(path=path, info=info, skipped=True)
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(self.config.max_file_bytes + 1)
+        except FileNotFoundError:
+            return _Outcome(path=path, info=info, skipped=True)
+        digest = hashlib.sha256(data).hexdigest()
+        record = FileRecord(path, info.kind.value, st.st_size, st.st_mtime_ns, digest, "done")
+        if previous is not None and previous[2] == digest:
+            return _Outcome(path=path, info=info, record=record, skipped=True)
+        try:
+            parsed = parse_bytes(data, info, path_map=self.path_map, max_bytes=self.config.max_file_bytes)
+        except IncompleteFileError as exc:
+            return _Outcome(path=path, info=info, incomplete=True, error=str(exc))
+        except ConverterError as exc:
+            failed = FileRecord(path, info.kind.value, st.st_size, st.st_mtime_ns, digest, "failed", str(exc))
+            return _Outcome(path=path, info=info, record=failed, error=str(exc))
+        outcome = _Outcome(path=path, info=info, record=record)
+        if isinstance(parsed, ParsedAtlas):
+            outcome.atlas = parsed
+            return outcome
+        outcome.contributions = self.builder.contributions_for(parsed)
+        if isinstance(parsed, ParsedSession) and parsed.grid.atlas_local_path:
+            acq = self.builder.acq_key(parsed.acquisition.session_root or info.session_root)
+            if acq is not None:
+                outcome.atlas_claim = (acq, norm_path(parsed.grid.atlas_local_path))
+        return outcome
+
+    # ------------------------------------------------------------------ committing
+
+    async def _commit_loop(self) -> None:
+        while True:
+            batch = [await self._commit_queue.get()]
+            while len(batch) < self.config.commit_batch and not self._commit_queue.empty():
+                batch.append(self._commit_queue.get_nowait())
+            try:
+                fetch = await asyncio.to_thread(self._commit, batch)
+            except Exception as exc:
+                # The transaction rolled back: put every path back so nothing is lost.
+                self._note_error(f"state commit failed: {exc}")
+                log.exception("ingest.commit_failed", extra={"event": "ingest.commit_failed"})
+                for outcome in batch:
+                    self._inflight.discard(outcome.path)
+                    self.settler.retry_later(outcome.path)
+                continue
+            for outcome in batch:
+                self._after_commit(outcome)
+            for atlas_path in fetch:
+                self.submit(atlas_path)
+            if self.flusher is not None:
+                self.flusher.wake()
+            self._changed.set()
+
+    def _commit(self, batch: Sequence[_Outcome]) -> list[str]:
+        """Write one batch in one transaction; returns atlas files to read that nobody watches."""
+        now = time.time()
+        fetch: list[str] = []
+        render = self.builder.renderer
+        with self.db.transaction() as conn:
+            for outcome in batch:
+                if outcome.record is not None:
+                    IngestStore.record_file(conn, outcome.record, now)
+                contributions = list(outcome.contributions)
+                if outcome.atlas is not None:
+                    key = norm_path(outcome.atlas.atlas.atlas_path or outcome.path)
+                    for acq in IngestStore.store_atlas(conn, key, outcome.atlas.model_dump_json(), now):
+                        contributions.extend(self.builder.atlas_contributions(acq, outcome.atlas))
+                if outcome.atlas_claim is not None:
+                    acq, atlas_path = outcome.atlas_claim
+                    blob = IngestStore.claim_atlas(conn, acq, atlas_path)
+                    if blob is not None:
+                        atlas = ParsedAtlas.model_validate_json(blob)
+                        contributions.extend(self.builder.atlas_contributions(acq, atlas))
+                    elif Path(atlas_path).is_file():
+                        fetch.append(atlas_path)
+                if contributions:
+                    result = IngestStore.apply_contributions(conn, contributions, now, render)
+                    self.metrics.entities_enqueued += result.enqueued
+        self.metrics.commits += 1
+        return fetch
+
+    def _after_commit(self, outcome: _Outcome) -> None:
+        path = outcome.path
+        self._inflight.discard(path)
+        if outcome.incomplete:
+            self.metrics.incomplete_retries += 1
+            self.settler.retry_later(path)
+        else:
+            self.settler.succeeded(path)
+            if outcome.error is not None:
+                self.metrics.files_failed += 1
+                self._note_error(outcome.error)
+                log.warning(
+                    "ingest.file_failed",
+                    extra={"event": "ingest.file_failed", "path": path, "error": outcome.error},
+                )
+            elif outcome.skipped:
+                self.metrics.files_unchanged += 1
+            else:
+                self.metrics.files_processed += 1
+                if outcome.info is not None:
+                    self.metrics.by_kind[outcome.info.kind.value] += 1
+        if path in self._again:
+            self._again.discard(path)
+            self.submit(path)
+
+    def _confirmed(self, items: Sequence[OutboxItem]) -> None:
+        self._changed.set()
+        for hook in self._latency_hook:
+            hook(items)
+
+    # ------------------------------------------------------------------ idle / once
+
+    async def _sendable_now(self) -> bool:
+        rows = await asyncio.to_thread(self.store.sendable, 1, time.time())
+        return bool(rows)
+
+    def pipeline_busy(self) -> bool:
+        """Whether files are still waiting, being parsed or being committed."""
+        return bool(
+            not self.metrics.scan_done
+            or len(self.settler) - self.settler.retrying > 0
+            or self._spilled
+            or self._spill_buffer
+            or self._inflight
+            or self._parse_queue.qsize()
+            or self._commit_queue.qsize()
+        )
+
+    async def wait_until_posted(self, *, timeout_s: float | None = None, quiet_s: float = 1.0) -> bool:
+        """Wait until every discovered file is processed and the outbox is empty.
+
+        Returns ``True`` when everything reached the backend, ``False`` when the pipeline went quiet for
+        ``quiet_s`` with rows that cannot be sent (orphans whose parents never appeared, rejected rows, files
+        that stay incomplete) or when ``timeout_s`` passed.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        quiet_since: float | None = None
+        while deadline is None or time.monotonic() < deadline:
+            self._changed.clear()
+            busy = self.pipeline_busy()
+            depth = await asyncio.to_thread(self.store.outbox_depth)
+            if not busy and depth == 0 and not self.settler.retrying:
+                return True
+            stuck = not busy and not await self._sendable_now()
+            if self.flusher is not None and self.flusher.metrics.unavailable_since is not None:
+                stuck = False  # the backend is down: wait for it rather than give up
+            if self.flusher is None and not busy:
+                return True
+            if stuck:
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since >= quiet_s:
+                    return False
+            else:
+                quiet_since = None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), 0.1)
+        return False
+
+    # ------------------------------------------------------------------ observability
+
+    def _note_error(self, text: str) -> None:
+        self.metrics.last_error = text[:500]
+        self.metrics.last_error_at = time.time()
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.status_interval_s)
+            snap = await asyncio.to_thread(self.snapshot)
+            log.info("agent.status", extra={"event": "agent.status", **snap})
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-serialisable status: files seen, entities posted by kind, outbox depth, orphans, last error."""
+        orphans = self.store.orphans()
+        flush = self.flusher.metrics if self.flusher is not None else None
+        last_error, last_at = self.metrics.last_error, self.metrics.last_error_at
+        if (
+            flush is not None
+            and flush.last_error_at is not None
+            and (last_at is None or flush.last_error_at > last_at)
+        ):
+            last_error = flush.last_error
+        return {
+            "files_seen": self.metrics.files_seen,
+            "files_processed": self.metrics.files_processed,
+            "files_unchanged": self.metrics.files_unchanged,
+            "files_failed": self.metrics.files_failed,
+            "files_waiting": len(self.settler) + self._spilled + len(self._spill_buffer),
+            "incomplete_retries": self.metrics.incomplete_retries,
+            "scan_done": self.metrics.scan_done,
+            "entities_posted": dict(flush.created + flush.updated) if flush is not None else {},
+            "outbox_depth": self.store.outbox_depth(),
+            "orphans": orphans["by_kind"],
+            "oldest_orphan_age_s": orphans["oldest_age_s"],
+            "backend_available": None if flush is None else flush.unavailable_since is None,
+            "last_error": last_error,
+        }
+
+    def datastore_info(self) -> dict[str, Any]:
+        """State database: path, entities per kind (known/created/skipped/pending), files by status, spill."""
+        return {
+            "path": str(self.db.path),
+            "entities": self.store.entity_counts(),
+            "files": self.store.file_counts(),
+            "outbox_depth": self.store.outbox_depth(),
+            "spilled_paths": self._spilled,
+        }
+
+    def orphan_info(self) -> dict[str, Any]:
+        """Entities waiting for a parent that has not been seen: total, by kind, oldest age."""
+        return self.store.orphans()
+
+    def error_info(self) -> dict[str, Any]:
+        """Last error, files that failed to parse, outbox rows that the backend refused or could not take."""
+        return {
+            "last_error": self.snapshot()["last_error"],
+            "failed_files": self.store.failed_files(),
+            "deferred_operations": self.store.deferred_errors(),
+            "incomplete_files": self.settler.retrying,
+        }
+
+    def metrics_info(self) -> dict[str, Any]:
+        """Pipeline and flusher counters since start."""
+        m = self.metrics
+        return {
+            "uptime_s": round(time.time() - m.started_at, 3),
+            "observer": self.watcher.observer_kind,
+            "files_seen": m.files_seen,
+            "files_ignored": m.files_ignored,
+            "files_processed": m.files_processed,
+            "files_processed_by_kind": dict(m.by_kind),
+            "files_unchanged": m.files_unchanged,
+            "files_failed": m.files_failed,
+            "incomplete_retries": m.incomplete_retries,
+            "entities_enqueued": m.entities_enqueued,
+            "commits": m.commits,
+            "flusher": None if self.flusher is None else self.flusher.metrics.snapshot(),
+        }
+
+
+__all__ = ["IngestMetrics", "IngestService"]

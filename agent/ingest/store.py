@@ -1,0 +1,502 @@
+"""Durable ingest state in the agent's SQLite database: files, entities, contributions, the outbox, spilled paths.
+
+The model, in one paragraph. Each parsed file yields *contributions*: the request fields one source (the session
+file, a grid-square ``.dm``, a foil-hole image, the atlas, ...) knows about one entity. An entity's payload is the
+merge of its contributions in rank order, so a foil-hole image refines a hole without wiping the fields that came
+from the grid-square ``.dm``. When the merged payload differs from what the backend last confirmed, the entity is
+*dirty* and has one row in the outbox; the flusher reads the current payload when it sends, so any number of
+rewrites of a file coalesce into one request. A row leaves the outbox only after the backend confirmed the payload
+version it was sent with. An outbox row whose parent entity has not been seen yet is an *orphan*; it waits in the
+database (surviving restarts) and becomes sendable as soon as the parent has been created on the backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.ingest.identity import SEND_ORDER, EntityKind
+from agent.state.database import Database
+
+SCHEMA_COMPONENT = "ingest"
+SCHEMA_VERSION = 1
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS ingest_files (
+    path TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    content_hash TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ingest_entities (
+    uuid TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    acquisition_key TEXT NOT NULL,
+    natural_id TEXT NOT NULL,
+    parent_uuid TEXT,
+    payload TEXT NOT NULL,
+    payload_hash TEXT NOT NULL,
+    confirmed_hash TEXT,
+    created INTEGER NOT NULL DEFAULT 0,
+    skipped INTEGER NOT NULL DEFAULT 0,
+    ready INTEGER NOT NULL DEFAULT 0,
+    first_seen REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ingest_entities_parent ON ingest_entities(parent_uuid);
+CREATE INDEX IF NOT EXISTS ingest_entities_natural ON ingest_entities(acquisition_key, kind, natural_id);
+CREATE TABLE IF NOT EXISTS ingest_contributions (
+    uuid TEXT NOT NULL,
+    source TEXT NOT NULL,
+    rank INTEGER NOT NULL,
+    order_key TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    PRIMARY KEY (uuid, source)
+);
+CREATE TABLE IF NOT EXISTS ingest_outbox (
+    uuid TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    enqueued_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS ingest_outbox_order ON ingest_outbox(priority, enqueued_at);
+CREATE TABLE IF NOT EXISTS ingest_atlas_files (
+    path TEXT PRIMARY KEY,
+    data TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ingest_atlas_claims (
+    acquisition_key TEXT PRIMARY KEY,
+    atlas_path TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ingest_atlas_claims_path ON ingest_atlas_claims(atlas_path);
+CREATE TABLE IF NOT EXISTS ingest_spill (
+    path TEXT PRIMARY KEY,
+    added_at REAL NOT NULL
+)
+"""
+
+
+def payload_hash(payload: dict[str, Any]) -> str:
+    """Stable hash of a JSON payload (key order independent)."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """What one source knows about one entity.
+
+    Attributes:
+        kind: the entity kind.
+        uuid: the entity's deterministic UUID.
+        acq_key: the acquisition key the entity belongs to.
+        natural_id: EPU's natural id (the acquisition key for acquisitions and grids).
+        parent_uuid: the parent entity's UUID (``None`` for an acquisition).
+        source: the contributing source (one row per entity and source; a newer version replaces an older one).
+        rank: merge order; a higher rank's fields override a lower rank's.
+        order_key: version of this source's information; an older ``order_key`` never replaces a newer one (two
+            foil-hole images of one hole: the newest by file-name timestamp wins whatever the arrival order).
+        fields: the (JSON-serialisable) fields this source sets; merged in rank order and rendered into the
+            wire payload by the ``render`` callable of :meth:`IngestStore.apply_contributions`.
+        primary: whether this source makes the entity real. An entity known only from secondary sources (a
+            ``_Fractions.xml`` without its micrograph XML) is kept but never sent.
+    """
+
+    kind: EntityKind
+    uuid: str
+    acq_key: str
+    natural_id: str
+    parent_uuid: str | None
+    source: str
+    rank: int
+    order_key: str
+    fields: dict[str, Any]
+    primary: bool = True
+
+
+Render = Callable[[EntityKind, dict[str, Any]], tuple[dict[str, Any], bool]]
+"""Merged fields of one entity -> (wire payload, skip). ``skip`` keeps the entity off the backend."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """The processed version of one file: recorded so that an unchanged file is never processed twice."""
+
+    path: str
+    kind: str
+    size: int
+    mtime_ns: int
+    content_hash: str
+    status: str  # "done" or "failed"
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One sendable outbox row with the entity's current payload."""
+
+    uuid: str
+    kind: EntityKind
+    version: int
+    payload: dict[str, Any]
+    payload_hash: str
+    created: bool
+    parent_uuid: str | None
+    attempts: int
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    """What one :meth:`IngestStore.apply_contributions` call changed."""
+
+    enqueued: int = 0
+    unchanged: int = 0
+    touched: set[str] = field(default_factory=set)
+
+
+class IngestStore:
+    """Typed access to the ingest tables; every write goes through one short transaction."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        db.ensure_schema(SCHEMA_COMPONENT, SCHEMA_VERSION, _DDL)
+
+    # ----------------------------------------------------------------- files
+
+    def file_record(self, path: str) -> tuple[int, int, str, str] | None:
+        """``(size, mtime_ns, content_hash, status)`` of the last processed version of ``path``, if any."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                "SELECT size, mtime_ns, content_hash, status FROM ingest_files WHERE path = ?", (path,)
+            ).fetchone()
+        if row is None:
+            return None
+        return int(row[0]), int(row[1]), str(row[2]), str(row[3])
+
+    def file_records(self, paths: Sequence[str]) -> dict[str, tuple[int, int, str, str]]:
+        """:meth:`file_record` for many paths at once."""
+        out: dict[str, tuple[int, int, str, str]] = {}
+        with self.db.read() as conn:
+            for start in range(0, len(paths), 500):
+                chunk = list(paths[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                for row in conn.execute(
+                    f"SELECT path, size, mtime_ns, content_hash, status FROM ingest_files WHERE path IN ({marks})",
+                    chunk,
+                ):
+                    out[str(row[0])] = (int(row[1]), int(row[2]), str(row[3]), str(row[4]))
+        return out
+
+    @staticmethod
+    def record_file(conn: sqlite3.Connection, rec: FileRecord, now: float) -> None:
+        """Record the processed version of one file (inside the caller's transaction)."""
+        conn.execute(
+            "INSERT INTO ingest_files(path, kind, size, mtime_ns, content_hash, status, error, updated_at) "
+            "VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(path) DO UPDATE SET kind=excluded.kind, size=excluded.size, "
+            "mtime_ns=excluded.mtime_ns, content_hash=excluded.content_hash, status=excluded.status, "
+            "error=excluded.error, updated_at=excluded.updated_at",
+            (rec.path, rec.kind, rec.size, rec.mtime_ns, rec.content_hash, rec.status, rec.error, now),
+        )
+
+    # ---------------------------------------------------------- contributions
+
+    @staticmethod
+    def apply_contributions(
+        conn: sqlite3.Connection, contributions: Iterable[Contribution], now: float, render: Render
+    ) -> ApplyResult:
+        """Merge contributions into entities and enqueue every entity whose rendered payload changed.
+
+        Runs inside the caller's transaction so that a file's record and its outbox rows commit together.
+        """
+        result = ApplyResult()
+        meta: dict[str, Contribution] = {}
+        primary: set[str] = set()
+        for c in contributions:
+            row = conn.execute(
+                "SELECT order_key FROM ingest_contributions WHERE uuid = ? AND source = ?", (c.uuid, c.source)
+            ).fetchone()
+            if row is not None and str(row[0]) > c.order_key:
+                continue  # an older version of this source (e.g. the earlier of two foil-hole images)
+            conn.execute(
+                "INSERT INTO ingest_contributions(uuid, source, rank, order_key, fields) VALUES(?,?,?,?,?) "
+                "ON CONFLICT(uuid, source) DO UPDATE SET rank=excluded.rank, "
+                "order_key=excluded.order_key, fields=excluded.fields",
+                (c.uuid, c.source, c.rank, c.order_key, json.dumps(c.fields, sort_keys=True)),
+            )
+            if c.primary:
+                primary.add(c.uuid)
+            prev = meta.get(c.uuid)
+            if prev is None or (c.parent_uuid is not None and prev.parent_uuid is None):
+                meta[c.uuid] = c
+        for uuid, c in meta.items():
+            merged: dict[str, Any] = {}
+            for (fields_text,) in conn.execute(
+                "SELECT fields FROM ingest_contributions WHERE uuid = ? ORDER BY rank, order_key", (uuid,)
+            ):
+                merged.update(json.loads(fields_text))
+            payload, skip = render(c.kind, merged)
+            new_hash = payload_hash(payload)
+            text = json.dumps(payload, sort_keys=True)
+            row = conn.execute(
+                "SELECT payload_hash, confirmed_hash, skipped, ready FROM ingest_entities WHERE uuid = ?",
+                (uuid,),
+            ).fetchone()
+            ready = uuid in primary or (row is not None and bool(row[3]))
+            if row is None:
+                conn.execute(
+                    "INSERT INTO ingest_entities(uuid, kind, acquisition_key, natural_id, parent_uuid, "
+                    "payload, payload_hash, skipped, ready, first_seen, updated_at) "
+                    "VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+                    (uuid, c.kind.value, c.acq_key, c.natural_id, c.parent_uuid, text, new_hash)
+                    + (int(skip), int(ready), now, now),
+                )
+                confirmed = None
+            else:
+                if row[0] == new_hash and bool(row[2]) == skip and bool(row[3]) == ready:
+                    result.unchanged += 1
+                    continue
+                conn.execute(
+                    "UPDATE ingest_entities SET payload=?, payload_hash=?, skipped=?, ready=?, "
+                    "parent_uuid=COALESCE(parent_uuid, ?), updated_at=? WHERE uuid=?",
+                    (text, new_hash, int(skip), int(ready), c.parent_uuid, now, uuid),
+                )
+                confirmed = row[1]
+            result.touched.add(uuid)
+            if skip or not ready or confirmed == new_hash:
+                if skip:
+                    conn.execute("DELETE FROM ingest_outbox WHERE uuid = ?", (uuid,))
+                continue
+            conn.execute(
+                "INSERT INTO ingest_outbox(uuid, kind, priority, version, enqueued_at) VALUES(?,?,?,1,?) "
+                "ON CONFLICT(uuid) DO UPDATE SET version = version + 1, attempts = 0, next_attempt_at = 0",
+                (uuid, c.kind.value, SEND_ORDER[c.kind], now),
+            )
+            result.enqueued += 1
+        return result
+
+    # ------------------------------------------------------------------ atlas
+
+    @staticmethod
+    def store_atlas(conn: sqlite3.Connection, path: str, data: str, now: float) -> list[str]:
+        """Keep a parsed atlas (serialised) and return the acquisition keys whose session claims it."""
+        conn.execute(
+            "INSERT INTO ingest_atlas_files(path, data, updated_at) VALUES(?,?,?) "
+            "ON CONFLICT(path) DO UPDATE SET data=excluded.data, updated_at=excluded.updated_at",
+            (path, data, now),
+        )
+        rows = conn.execute("SELECT acquisition_key FROM ingest_atlas_claims WHERE atlas_path = ?", (path,))
+        return [str(r[0]) for r in rows]
+
+    @staticmethod
+    def claim_atlas(conn: sqlite3.Connection, acq_key: str, path: str) -> str | None:
+        """Record that ``acq_key``'s session points to the atlas at ``path``; return the atlas if already parsed."""
+        conn.execute(
+            "INSERT INTO ingest_atlas_claims(acquisition_key, atlas_path) VALUES(?,?) "
+            "ON CONFLICT(acquisition_key) DO UPDATE SET atlas_path=excluded.atlas_path",
+            (acq_key, path),
+        )
+        row = conn.execute("SELECT data FROM ingest_atlas_files WHERE path = ?", (path,)).fetchone()
+        return None if row is None else str(row[0])
+
+    # ----------------------------------------------------------------- outbox
+
+    def sendable(self, limit: int, now: float) -> list[OutboxItem]:
+        """Outbox rows due now whose parent the backend has confirmed, parents' kinds first."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT o.uuid, o.kind, o.version, e.payload, e.payload_hash, e.created, e.parent_uuid, o.attempts "
+                "FROM ingest_outbox o JOIN ingest_entities e ON e.uuid = o.uuid "
+                "LEFT JOIN ingest_entities p ON p.uuid = e.parent_uuid "
+                "WHERE o.next_attempt_at <= ? AND (e.parent_uuid IS NULL OR p.created = 1) "
+                "ORDER BY o.priority, o.enqueued_at LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        return [
+            OutboxItem(
+                uuid=str(r[0]),
+                kind=EntityKind(r[1]),
+                version=int(r[2]),
+                payload=json.loads(r[3]),
+                payload_hash=str(r[4]),
+                created=bool(r[5]),
+                parent_uuid=None if r[6] is None else str(r[6]),
+                attempts=int(r[7]),
+            )
+            for r in rows
+        ]
+
+    def confirm(self, items: Iterable[OutboxItem], now: float) -> None:
+        """The backend holds these payloads: mark created and drop each row unless a newer version arrived."""
+        with self.db.transaction() as conn:
+            for item in items:
+                conn.execute(
+                    "UPDATE ingest_entities SET created = 1, confirmed_hash = ?, updated_at = ? WHERE uuid = ?",
+                    (item.payload_hash, now, item.uuid),
+                )
+                conn.execute(
+                    "DELETE FROM ingest_outbox WHERE uuid = ? AND version = ?", (item.uuid, item.version)
+                )
+
+    def mark_exists(self, uuids: Iterable[str], now: float) -> None:
+        """The backend already holds these entities (found after a conflict): their next send is an update."""
+        with self.db.transaction() as conn:
+            conn.executemany(
+                "UPDATE ingest_entities SET created = 1, updated_at = ? WHERE uuid = ?",
+                [(now, u) for u in uuids],
+            )
+
+    def mark_missing(self, uuids: Iterable[str], now: float) -> None:
+        """The backend lost these entities (404 on update or on a child's create): create them again."""
+        with self.db.transaction() as conn:
+            for uuid in uuids:
+                row = conn.execute(
+                    "SELECT kind, skipped FROM ingest_entities WHERE uuid = ?", (uuid,)
+                ).fetchone()
+                if row is None:
+                    continue
+                conn.execute(
+                    "UPDATE ingest_entities SET created = 0, confirmed_hash = NULL, updated_at = ? WHERE uuid = ?",
+                    (now, uuid),
+                )
+                if not row[1]:
+                    kind = EntityKind(row[0])
+                    conn.execute(
+                        "INSERT INTO ingest_outbox(uuid, kind, priority, version, enqueued_at) VALUES(?,?,?,1,?) "
+                        "ON CONFLICT(uuid) DO UPDATE SET next_attempt_at = 0",
+                        (uuid, kind.value, SEND_ORDER[kind], now),
+                    )
+
+    def defer(self, items: Iterable[OutboxItem], error: str, delay_s: float, now: float) -> None:
+        """Keep these rows for a later attempt (``delay_s`` from now) and remember why."""
+        with self.db.transaction() as conn:
+            conn.executemany(
+                "UPDATE ingest_outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? "
+                "WHERE uuid = ?",
+                [(now + delay_s, error[:500], i.uuid) for i in items],
+            )
+
+    def outbox_depth(self) -> int:
+        """Rows not yet confirmed by the backend (orphans included)."""
+        with self.db.read() as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM ingest_outbox").fetchone()[0])
+
+    def next_due(self) -> float | None:
+        """Earliest ``next_attempt_at`` among deferred rows, or ``None`` when none is deferred."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                "SELECT MIN(next_attempt_at) FROM ingest_outbox WHERE next_attempt_at > 0"
+            ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def orphans(self) -> dict[str, Any]:
+        """Outbox rows whose parent entity has not been seen yet: counts by kind and the oldest one's age."""
+        now = time.time()
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT e.kind, COUNT(*), MIN(e.first_seen) FROM ingest_outbox o "
+                "JOIN ingest_entities e ON e.uuid = o.uuid "
+                "LEFT JOIN ingest_entities p ON p.uuid = e.parent_uuid "
+                "WHERE e.parent_uuid IS NOT NULL AND (p.uuid IS NULL OR p.ready = 0) GROUP BY e.kind"
+            ).fetchall()
+        by_kind = {str(r[0]): int(r[1]) for r in rows}
+        oldest = min((float(r[2]) for r in rows), default=None)
+        return {
+            "total": sum(by_kind.values()),
+            "by_kind": by_kind,
+            "oldest_age_s": None if oldest is None else round(now - oldest, 3),
+        }
+
+    def entity_counts(self) -> dict[str, dict[str, int]]:
+        """Per kind: entities known, created on the backend, skipped, and dirty (in the outbox)."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT kind, COUNT(*), SUM(created), SUM(skipped) FROM ingest_entities GROUP BY kind"
+            ).fetchall()
+            dirty = dict(conn.execute("SELECT kind, COUNT(*) FROM ingest_outbox GROUP BY kind").fetchall())
+        return {
+            str(r[0]): {
+                "known": int(r[1]),
+                "created": int(r[2] or 0),
+                "skipped": int(r[3] or 0),
+                "pending": int(dirty.get(r[0], 0)),
+            }
+            for r in rows
+        }
+
+    def file_counts(self) -> dict[str, int]:
+        """Processed files by status."""
+        with self.db.read() as conn:
+            return {
+                str(k): int(v)
+                for k, v in conn.execute(
+                    "SELECT status, COUNT(*) FROM ingest_files GROUP BY status"
+                ).fetchall()
+            }
+
+    def failed_files(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The most recent files that could not be processed, with the reason."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT path, kind, error, updated_at FROM ingest_files WHERE status = 'failed' "
+                "ORDER BY updated_at DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [{"path": r[0], "kind": r[1], "error": r[2], "at": r[3]} for r in rows]
+
+    def deferred_errors(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Outbox rows that failed at least once, with the last error."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT uuid, kind, attempts, last_error FROM ingest_outbox WHERE attempts > 0 "
+                "ORDER BY attempts DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [{"uuid": r[0], "kind": r[1], "attempts": r[2], "error": r[3]} for r in rows]
+
+    # ------------------------------------------------------------------ spill
+
+    def spill(self, paths: Iterable[str], now: float) -> None:
+        """Park paths on disk while the in-memory queue is full."""
+        with self.db.transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO ingest_spill(path, added_at) VALUES(?, ?)", [(p, now) for p in paths]
+            )
+
+    def unspill(self, limit: int) -> list[str]:
+        """Take up to ``limit`` parked paths back (oldest first)."""
+        with self.db.transaction() as conn:
+            rows = conn.execute(
+                "SELECT path FROM ingest_spill ORDER BY added_at LIMIT ?", (limit,)
+            ).fetchall()
+            paths = [str(r[0]) for r in rows]
+            conn.executemany("DELETE FROM ingest_spill WHERE path = ?", [(p,) for p in paths])
+        return paths
+
+    def spilled(self) -> int:
+        """How many paths are parked on disk."""
+        with self.db.read() as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM ingest_spill").fetchone()[0])
+
+
+__all__ = [
+    "ApplyResult",
+    "Contribution",
+    "FileRecord",
+    "IngestStore",
+    "OutboxItem",
+    "payload_hash",
+]

@@ -1,0 +1,54 @@
+"""EPU session generator, ground-truth manifest, and epuplayer-compatible recorder/replayer.
+
+* :func:`generate` / :class:`SessionGenerator` write a synthetic EPU visit (presets ``small``, ``medium``,
+  ``large``; timing, disorder and partial-write modes) and its :class:`Manifest` (``<out>/manifest.json``).
+* :mod:`testbed.epu.compare` checks a manifest against parsed entities or the testbed backend.
+* :mod:`testbed.epu.recording` reads and writes epuplayer recordings, replays them, and records live folders.
+"""
+
+from testbed.epu.generator import (
+    GeneratorConfig,
+    SessionGenerator,
+    TimingMode,
+    WriteEvent,
+    generate,
+)
+from testbed.epu.manifest import (
+    KINDS,
+    MANIFEST_NAME,
+    Manifest,
+    ManifestAcquisition,
+    ManifestAtlas,
+    ManifestAtlasTile,
+    ManifestCounts,
+    ManifestFoilHole,
+    ManifestGrid,
+    ManifestGridSquare,
+    ManifestMicrograph,
+    ManifestTileSquarePosition,
+)
+from testbed.epu.plan import PRESETS, PresetSpec, SessionPlan, plan_session
+
+__all__ = [
+    "KINDS",
+    "MANIFEST_NAME",
+    "PRESETS",
+    "GeneratorConfig",
+    "Manifest",
+    "ManifestAcquisition",
+    "ManifestAtlas",
+    "ManifestAtlasTile",
+    "ManifestCounts",
+    "ManifestFoilHole",
+    "ManifestGrid",
+    "ManifestGridSquare",
+    "ManifestMicrograph",
+    "ManifestTileSquarePosition",
+    "PresetSpec",
+    "SessionGenerator",
+    "SessionPlan",
+    "TimingMode",
+    "WriteEvent",
+    "generate",
+    "plan_session",
+]

@@ -1,0 +1,849 @@
+"""The deterministic plan of a synthetic EPU visit: every id, position, timestamp and file, from a seed.
+
+A :class:`SessionPlan` is pure data. :mod:`testbed.epu.templates` renders its files, :mod:`testbed.epu.manifest`
+derives the ground-truth entities from it, and :mod:`testbed.epu.generator` schedules and writes it. Nothing here
+touches the disk. The same ``(preset, seed, grids)`` always yields the same plan, byte for byte once rendered.
+
+Layout of a planned visit (the output folder plays the EPU storage folder, ``Z:\\<folder name>``)::
+
+    atlas/Supervisor_<date>_<time>_<label>_atlas/          atlas screening session (one per visit)
+        ScreeningSession.dm, Atlas/Atlas.dm, Sample<k>/Sample.dm, Sample<k>/Atlas/{Atlas.dm, Atlas_<id>.xml, Tile_*}
+    Supervisor_<date>_<time>_<n>_<label>_grid<g>/          one EPU session per grid
+        EpuSession.dm, Metadata/GridSquare_<id>.dm, Images-Disc1/GridSquare_<id>/{GridSquare_<ts>.xml, FoilHoles, Data}
+
+Virtual time: every planned event has ``at``, seconds from the start of the atlas screening; the wall-clock
+timestamps written into the files are ``base_time + at``. Cadence follows epu-format.md section 8.1: micrographs
+3-4 s apart, two foil-hole images about 10 s apart, pauses between squares.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from pydantic import BaseModel, ConfigDict
+
+EPU_VERSION = "3.7.0.6930"
+"""EPU release the synthetic files claim (root ``z:Assembly`` of ``.dm`` files, ``ApplicationSoftwareVersion``)."""
+GRIDATLAS_VERSION = "1.34.0.6930"
+TEMAPP_VERSION = "5.14.0.5305"
+LOCAL_TZ = timezone(timedelta(hours=1))
+"""The acquisition PC's zone: file names are local time, image timestamps carry this offset."""
+
+INSTRUMENT_MODEL = "TITAN53000001"
+INSTRUMENT_ID = "3001"
+COMPUTER_NAME = "TITAN53000001"
+CAMERA_NAME = "EF-CCD"
+DETECTOR_COMMERCIAL_NAME = "BioQuantum K3"
+
+ATLAS_PIXEL_M = 4.8246496662110322e-07
+"""Stitched atlas pixel size (metres)."""
+TILE_PIXEL_M = 1.3958681677195273e-07
+TILE_ATLAS_W = 833
+"""A tile's footprint on the stitched atlas, atlas pixels."""
+TILE_ATLAS_H = 592
+GS_PIXEL_M = 4.1556e-08
+"""Grid-square image pixel size (metres)."""
+FH_PIXEL_M = 1.2548310168725152e-09
+MIC_PIXEL_M = 1.0558814239614023e-10
+READOUT_W = 2880
+READOUT_H = 2046
+HOLE_SIZE_M = 2.1316745710968125e-06
+HOLE_SPACING_M = 4.1280022158274845e-06
+SQUARE_PITCH_PX = 176.0
+"""Grid-bar pitch on the stitched atlas (85 um at the atlas pixel size), atlas pixels."""
+
+
+class PresetSpec(BaseModel):
+    """Size of a preset, per grid (one EPU session per grid)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    squares: int
+    """Grid squares of the grid (every one gets ``Metadata/GridSquare_<id>.dm`` and an atlas node)."""
+    imaged_squares: int
+    """Squares imaged at grid-square magnification (they get holes, images and micrographs)."""
+    holes_per_square: int
+    """Holes listed in each imaged square's ``.dm``, near-grid-bar and unimaged ones included."""
+    near_grid_bar_per_square: int
+    """Of those, holes flagged ``IsNearGridBar`` (never imaged, as with ``RemoveHolesCloseToGridBarOnAutomaticRun``)."""
+    unimaged_per_square: int
+    """Of those, holes left ``Defined`` (not near the grid bar, not imaged)."""
+    micrographs_per_hole: int
+    tiles: int
+    """Atlas tiles per atlas."""
+    default_grids: int = 1
+
+
+PRESETS: dict[str, PresetSpec] = {
+    # The demo size: 1 grid, 3 imaged squares, 30 imaged holes (36 in the .dm files), 120 micrographs.
+    "small": PresetSpec(
+        squares=15,
+        imaged_squares=3,
+        holes_per_square=12,
+        near_grid_bar_per_square=2,
+        unimaged_per_square=0,
+        micrographs_per_hole=4,
+        tiles=6,
+    ),
+    # About 10k files.
+    "medium": PresetSpec(
+        squares=200,
+        imaged_squares=10,
+        holes_per_square=65,
+        near_grid_bar_per_square=10,
+        unimaged_per_square=5,
+        micrographs_per_hole=8,
+        tiles=35,
+    ),
+    # About 100k files (two grids of about 50k).
+    "large": PresetSpec(
+        squares=400,
+        imaged_squares=25,
+        holes_per_square=125,
+        near_grid_bar_per_square=20,
+        unimaged_per_square=5,
+        micrographs_per_hole=8,
+        tiles=35,
+        default_grids=2,
+    ),
+}
+
+
+@dataclass(slots=True)
+class Stage:
+    """A stage position: metres and radians."""
+
+    x: float
+    y: float
+    z: float
+    a: float = 0.0
+    b: float = 0.0
+
+
+@dataclass(slots=True)
+class ImagePlan:
+    """One ``MicroscopeImage`` XML: what differs between images of the same kind."""
+
+    stem: str
+    acquired: datetime
+    unique_id: str
+    core_guid: str
+    stage: Stage
+    pixel_size_m: float
+    magnification: float
+    defocus_m: float
+    applied_defocus_m: float
+    exposure_time_s: float
+    beam_shift: tuple[float, float] = (0.0, 0.0)
+    image_shift: tuple[float, float] = (0.0, 0.0)
+    dose: float = 0.0
+    dose_on_camera: float = 0.0
+    found_center: tuple[float, float] | None = None
+    found_size: float | None = None
+    found_quality: float | None = None
+
+
+@dataclass(slots=True)
+class MicrographPlan:
+    """One exposure: ``Data/FoilHole_<fh>_Data_<a>_<b>_<ts>.xml`` (+ preview)."""
+
+    particle_id: int
+    """``ParticleAcquisitions`` key in the grid-square ``.dm``."""
+    area_id: int
+    setting_id: int
+    image: ImagePlan
+    written_at: float
+
+
+@dataclass(slots=True)
+class FoilHolePlan:
+    """A hole of an imaged square (an entry of ``TargetLocationsEfficient``)."""
+
+    hole_id: int
+    order: int
+    center: tuple[float, float]
+    """``PixelCenter`` in grid-square image pixels."""
+    diameter_px: float
+    stage: Stage
+    near_grid_bar: bool
+    imaged: bool
+    quality: float
+    intensity_mean: float
+    intensity_std: float
+    images: list[ImagePlan] = field(default_factory=list)
+    """The two foil-hole images (before and after re-centring), oldest first; empty if not imaged."""
+    image_written_at: list[float] = field(default_factory=list)
+    micrographs: list[MicrographPlan] = field(default_factory=list)
+
+    @property
+    def final_state(self) -> str:
+        """``State`` in the final ``.dm``."""
+        return "Completed" if self.imaged else "Defined"
+
+    @property
+    def selected(self) -> bool:
+        """``Selected``: holes chosen for acquisition (never the near-grid-bar ones)."""
+        return not self.near_grid_bar
+
+
+@dataclass(slots=True)
+class TilePosition:
+    """A square's placement on one tile (``TilePositionXml``), tile pixels."""
+
+    position_id: int
+    tile_id: int
+    center: tuple[float, float]
+    size: tuple[float, float]
+
+
+@dataclass(slots=True)
+class GridSquarePlan:
+    """A grid square: ``Metadata/GridSquare_<id>.dm``, its atlas node and, if imaged, its image folder."""
+
+    square_id: int
+    order: int
+    stage: Stage
+    aligned_stage: Stage
+    rotation: float
+    atlas_center: tuple[float, float]
+    """Centre on the stitched atlas, atlas pixels."""
+    atlas_size: tuple[float, float]
+    physical: tuple[float, float, float, float]
+    """Physical extent (x, y, width, height), metres."""
+    atlas_rotation: float
+    atlas_quality: float
+    category: int
+    features: list[float]
+    tile_id: int
+    tile_positions: list[TilePosition]
+    selected: bool
+    imaged: bool
+    image: ImagePlan | None = None
+    image_written_at: float = 0.0
+    holes_found_at: float = 0.0
+    """When the ``.dm`` is rewritten with the holes found (imaged squares)."""
+    finished_at: float = 0.0
+    """When the final ``.dm`` is written (imaged squares)."""
+    collection_id: int = 0
+    """Id of the ``FoilHoleCollectionXml`` (``TargetLocations``)."""
+    holes: list[FoilHolePlan] = field(default_factory=list)
+    outline: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def final_state(self) -> str:
+        """``State`` in the final ``.dm``."""
+        return "Completed" if self.imaged else "Defined"
+
+
+@dataclass(slots=True)
+class TilePlan:
+    """An atlas tile (``TileXml`` + ``Tile_<id>_<n>_<atlasId>.xml``)."""
+
+    tile_id: int
+    index: int
+    atlas_position: tuple[int, int, int, int]
+    """Placement in the stitched atlas (x, y, width, height), atlas pixels."""
+    stage: Stage
+    image: ImagePlan
+    written_at: float
+    square_ids: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class TemplateArea:
+    """A shot position of the acquisition template (``DataAcquisitionAreas`` entry)."""
+
+    area_id: int
+    setting_id: int
+    shift: tuple[float, float]
+    beam_shift: tuple[float, float]
+
+
+@dataclass(slots=True)
+class AtlasPlan:
+    """The atlas of one grid: ``Sample<k>/Atlas/Atlas.dm`` and its images."""
+
+    atlas_id: int
+    slot: int
+    sample_id: int
+    sample_name: str
+    started: datetime
+    acquired: datetime
+    storage_folder_windows: str
+    rel_dir: str
+    """``atlas/<screening>/Sample<k>/Atlas`` relative to the output folder (POSIX)."""
+    tiles: list[TilePlan]
+    image: ImagePlan
+    image_written_at: float
+    written_at: float
+    sample_written_at: float
+    alignment_tile_id: int
+    alignment_rotation: float
+
+    @property
+    def rel_path(self) -> str:
+        """``Atlas.dm`` relative to the output folder."""
+        return f"{self.rel_dir}/Atlas.dm"
+
+
+@dataclass(slots=True)
+class GridPlan:
+    """One grid = one EPU session folder (``EpuSession.dm``) = one acquisition in SmartEM terms."""
+
+    index: int
+    session_id: int
+    session_name: str
+    """Folder name and ``EpuSession.dm`` ``Name``."""
+    sample_xml_id: int
+    storage_folder_id: int
+    misc_ids: list[int]
+    """Ids of nested EPU objects (filter settings, template, autofocus area)."""
+    started: datetime
+    ended: datetime
+    atlas: AtlasPlan
+    atlas_windows_path: str
+    areas: list[TemplateArea]
+    defocus_values: list[float]
+    squares: list[GridSquarePlan]
+    session_written_at: list[float]
+    """Times at which ``EpuSession.dm`` is (re)written; the last one carries ``EndDateTime``."""
+    metadata_written_at: float
+
+    @property
+    def rel_dir(self) -> str:
+        """The session folder relative to the output folder: the acquisition key when the output is the root."""
+        return self.session_name
+
+
+@dataclass(slots=True)
+class ScreeningPlan:
+    """The atlas screening session of the visit."""
+
+    screening_id: int
+    atlas_session_id: int
+    samples_id: int
+    name: str
+    started: datetime
+    storage_folder_windows: str
+    root_atlas_id: int
+
+    @property
+    def rel_dir(self) -> str:
+        """``atlas/<name>`` relative to the output folder."""
+        return f"atlas/{self.name}"
+
+
+@dataclass(slots=True)
+class SessionPlan:
+    """A whole synthetic visit."""
+
+    preset: str
+    seed: int
+    spec: PresetSpec
+    storage_windows: str
+    """The visit's storage folder as EPU writes it (``Z:\\<output folder name>``)."""
+    base_time: datetime
+    screening: ScreeningPlan
+    grids: list[GridPlan]
+
+
+class _Ids:
+    """EPU-style integer ids: one increasing counter per visit, with small gaps as EPU leaves them."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._next = 3_000_000 + rng.randrange(0, 5_000_000)
+
+    def __call__(self, gap: int = 1) -> int:
+        value = self._next
+        self._next += gap + (self._rng.randrange(0, 3) if gap > 1 else 0)
+        return value
+
+
+def _guid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def _micro(rng: random.Random) -> timedelta:
+    """A sub-second offset so that timestamps look like real clock readings."""
+    return timedelta(microseconds=rng.randrange(0, 1_000_000))
+
+
+def plan_session(
+    *,
+    preset: str = "small",
+    seed: int = 0,
+    grids: int | None = None,
+    storage_windows: str = "Z:\\epu-testbed",
+    label: str = "testbed",
+) -> SessionPlan:
+    """Plan a visit deterministically from ``(preset, seed, grids)``.
+
+    ``grids`` defaults to the preset's. ``storage_windows`` is the Windows storage folder written into the files
+    (the generator passes ``Z:\\<output folder name>`` so that paths map back onto the output folder).
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    spec = PRESETS[preset]
+    n_grids = spec.default_grids if grids is None else grids
+    if n_grids < 1:
+        raise ValueError(f"grids must be at least 1, got {n_grids}")
+    if n_grids > 12:
+        raise ValueError(f"an autoloader cassette holds at most 12 grids, got {n_grids}")
+    rng = random.Random(f"epu-testbed/{preset}/{seed}")
+    ids = _Ids(rng)
+    base = datetime(2024, 4, 5, 9, 38, 40, tzinfo=LOCAL_TZ) + timedelta(
+        days=seed % 365, seconds=rng.randrange(3600)
+    )
+    storage = storage_windows.rstrip("\\")
+
+    screening_name = f"Supervisor_{base.strftime('%Y%m%d_%H%M%S')}_{label}_atlas"
+    screening = ScreeningPlan(
+        screening_id=ids(),
+        samples_id=ids(),
+        atlas_session_id=ids(),
+        root_atlas_id=ids(),
+        name=screening_name,
+        started=base + _micro(rng),
+        storage_folder_windows=f"{storage}\\atlas",
+    )
+    slots = sorted(rng.sample(range(12), n_grids))
+
+    # Atlases are acquired first, one per grid, each tile about 8 s apart.
+    t = 30.0
+    atlases: list[AtlasPlan] = []
+    for g, slot in enumerate(slots):
+        atlas, t = _plan_atlas(rng, ids, spec, screening, base, slot, g, t)
+        atlases.append(atlas)
+
+    grid_plans: list[GridPlan] = []
+    t += 120.0
+    for g, atlas in enumerate(atlases):
+        grid, t = _plan_grid(rng, ids, spec, base, storage, label, g, atlas, t)
+        grid_plans.append(grid)
+        t += 300.0
+    return SessionPlan(
+        preset=preset,
+        seed=seed,
+        spec=spec,
+        storage_windows=storage,
+        base_time=base,
+        screening=screening,
+        grids=grid_plans,
+    )
+
+
+def _image(
+    rng: random.Random,
+    stem: str,
+    acquired: datetime,
+    stage: Stage,
+    *,
+    pixel: float,
+    mag: float,
+    defocus: float,
+    applied: float,
+    exposure: float,
+) -> ImagePlan:
+    return ImagePlan(
+        stem=stem,
+        acquired=acquired,
+        unique_id=_guid(rng),
+        core_guid=_guid(rng),
+        stage=stage,
+        pixel_size_m=pixel,
+        magnification=mag,
+        defocus_m=defocus,
+        applied_defocus_m=applied,
+        exposure_time_s=exposure,
+    )
+
+
+def _plan_atlas(
+    rng: random.Random,
+    ids: _Ids,
+    spec: PresetSpec,
+    screening: ScreeningPlan,
+    base: datetime,
+    slot: int,
+    g: int,
+    t: float,
+) -> tuple[AtlasPlan, float]:
+    atlas_id = ids(4)
+    sample_id = ids()
+    cols = math.ceil(math.sqrt(spec.tiles))
+    rows = math.ceil(spec.tiles / cols)
+    width = cols * TILE_ATLAS_W
+    height = rows * TILE_ATLAS_H
+    started = base + timedelta(seconds=t) + _micro(rng)
+    tiles: list[TilePlan] = []
+    for n in range(spec.tiles):
+        col, row = n % cols, n // cols
+        x, y = col * TILE_ATLAS_W, row * TILE_ATLAS_H
+        # Stage origin at the mosaic centre; stage Y grows downwards in atlas pixels here (sign is immaterial).
+        stage = Stage(
+            x=(x + TILE_ATLAS_W / 2 - width / 2) * ATLAS_PIXEL_M,
+            y=(y + TILE_ATLAS_H / 2 - height / 2) * ATLAS_PIXEL_M,
+            z=6.997763392800003e-05,
+            a=-0.00023079365424003018,
+        )
+        t += 8.0 + rng.random()
+        acquired = base + timedelta(seconds=t) + _micro(rng)
+        tile_id = ids(3)
+        image = _image(
+            rng,
+            f"Tile_{tile_id}_{n}_{atlas_id}",
+            acquired,
+            stage,
+            pixel=TILE_PIXEL_M,
+            mag=210.0,
+            defocus=-0.001,
+            applied=-0.001,
+            exposure=1.0,
+        )
+        tiles.append(TilePlan(tile_id, n, (x, y, TILE_ATLAS_W, TILE_ATLAS_H), stage, image, t + 0.5))
+    t += 5.0
+    atlas_image = _image(
+        rng,
+        f"Atlas_{atlas_id}",
+        base + timedelta(seconds=t) + _micro(rng),
+        Stage(0.0, 0.0, 0.0),
+        pixel=ATLAS_PIXEL_M,
+        mag=210.0,
+        defocus=-0.001,
+        applied=-0.001,
+        exposure=1.0,
+    )
+    rel_dir = f"{screening.rel_dir}/Sample{slot}/Atlas"
+    atlas = AtlasPlan(
+        atlas_id=atlas_id,
+        slot=slot,
+        sample_id=sample_id,
+        sample_name=f"grid{g + 1}",
+        started=started,
+        acquired=base + timedelta(seconds=t) + _micro(rng),
+        storage_folder_windows=f"{screening.storage_folder_windows}\\{screening.name}\\Sample{slot}",
+        rel_dir=rel_dir,
+        tiles=tiles,
+        image=atlas_image,
+        image_written_at=t + 0.5,
+        written_at=t + 2.0,
+        sample_written_at=1.0 + g * 0.2,
+        alignment_tile_id=tiles[len(tiles) // 2].tile_id,
+        alignment_rotation=rng.uniform(-0.2, 0.2),
+    )
+    return atlas, t + 3.0
+
+
+def _plan_squares(rng: random.Random, ids: _Ids, spec: PresetSpec, atlas: AtlasPlan) -> list[GridSquarePlan]:
+    cols = math.ceil(math.sqrt(spec.tiles))
+    rows = math.ceil(spec.tiles / cols)
+    width = cols * TILE_ATLAS_W
+    height = rows * TILE_ATLAS_H
+    lattice = [
+        ((i + 0.5) * SQUARE_PITCH_PX, (j + 0.5) * SQUARE_PITCH_PX)
+        for j in range(int(height // SQUARE_PITCH_PX))
+        for i in range(int(width // SQUARE_PITCH_PX))
+    ]
+    tiles_by_cell = {(t.atlas_position[0], t.atlas_position[1]): t for t in atlas.tiles}
+    # Only lattice points that fall on an existing tile (the last row of the mosaic can be partial).
+    usable = [
+        p
+        for p in lattice
+        if (int(p[0] // TILE_ATLAS_W) * TILE_ATLAS_W, int(p[1] // TILE_ATLAS_H) * TILE_ATLAS_H)
+        in tiles_by_cell
+    ]
+    if len(usable) < spec.squares:
+        raise ValueError(f"preset needs {spec.squares} squares but the atlas has room for {len(usable)}")
+    chosen = sorted(rng.sample(usable, spec.squares), key=lambda p: (p[1], p[0]))
+    imaged_idx = set(rng.sample(range(spec.squares), spec.imaged_squares))
+    ratio = ATLAS_PIXEL_M / TILE_PIXEL_M
+    squares: list[GridSquarePlan] = []
+    for order, (lx, ly) in enumerate(chosen):
+        square_id = ids(5)
+        cx = lx + rng.uniform(-6.0, 6.0)
+        cy = ly + rng.uniform(-6.0, 6.0)
+        w = rng.uniform(128.0, 142.0)
+        h = w * rng.uniform(0.93, 1.0)
+        stage = Stage(
+            x=(cx - width / 2) * ATLAS_PIXEL_M,
+            y=(cy - height / 2) * ATLAS_PIXEL_M,
+            z=9.2991027587200039e-05 + rng.uniform(-2e-6, 2e-6),
+        )
+        aligned = Stage(x=stage.x + rng.uniform(-2e-6, 2e-6), y=stage.y + rng.uniform(-2e-6, 2e-6), z=0.0)
+        tile = tiles_by_cell[(int(cx // TILE_ATLAS_W) * TILE_ATLAS_W, int(cy // TILE_ATLAS_H) * TILE_ATLAS_H)]
+        tile.square_ids.append(square_id)
+        positions = [
+            TilePosition(
+                ids(),
+                tile.tile_id,
+                ((cx - tile.atlas_position[0]) * ratio, (cy - tile.atlas_position[1]) * ratio),
+                (w * ratio, h * ratio),
+            )
+        ]
+        # A square near a tile edge also shows on the neighbouring tile (as TilePositions does in real atlases).
+        nx = tile.atlas_position[0] + (TILE_ATLAS_W if cx - tile.atlas_position[0] > TILE_ATLAS_W - 90 else 0)
+        if nx != tile.atlas_position[0] and (nx, tile.atlas_position[1]) in tiles_by_cell:
+            other = tiles_by_cell[(nx, tile.atlas_position[1])]
+            positions.append(
+                TilePosition(
+                    ids(),
+                    other.tile_id,
+                    ((cx - nx) * ratio, (cy - other.atlas_position[1]) * ratio),
+                    (w * ratio, h * ratio),
+                )
+            )
+        imaged = order in imaged_idx
+        squares.append(
+            GridSquarePlan(
+                square_id=square_id,
+                order=order,
+                stage=stage,
+                aligned_stage=aligned,
+                rotation=rng.uniform(-0.5, 0.5),
+                atlas_center=(round(cx, 3), round(cy, 3)),
+                atlas_size=(round(w, 4), round(h, 4)),
+                physical=(
+                    stage.x - w * ATLAS_PIXEL_M / 2,
+                    stage.y - h * ATLAS_PIXEL_M / 2,
+                    w * ATLAS_PIXEL_M,
+                    h * ATLAS_PIXEL_M,
+                ),
+                atlas_rotation=rng.uniform(-0.3, 0.3),
+                atlas_quality=rng.uniform(0.6, 1.4),
+                category=rng.randrange(0, 4),
+                features=[rng.uniform(-0.8, 0.8) for _ in range(5)],
+                tile_id=tile.tile_id,
+                tile_positions=positions,
+                selected=imaged or rng.random() < 0.3,
+                imaged=imaged,
+            )
+        )
+    return squares
+
+
+def _outline(rng: random.Random) -> list[tuple[float, float]]:
+    """A square outline in grid-square image pixels (an octagon-ish polygon around the image centre)."""
+    cx, cy = READOUT_W / 2, READOUT_H / 2
+    half = rng.uniform(780.0, 860.0)
+    corners = []
+    for k in range(8):
+        angle = math.pi / 4 * k + math.pi / 8
+        r = half / math.cos(math.pi / 8) if k % 2 else half * 1.05
+        corners.append((round(cx + r * math.cos(angle)), round(cy + r * math.sin(angle))))
+    return corners
+
+
+def _plan_grid(
+    rng: random.Random,
+    ids: _Ids,
+    spec: PresetSpec,
+    base: datetime,
+    storage: str,
+    label: str,
+    g: int,
+    atlas: AtlasPlan,
+    t: float,
+) -> tuple[GridPlan, float]:
+    started = base + timedelta(seconds=t) + _micro(rng)
+    session_name = (
+        f"Supervisor_{started.strftime('%Y%m%d_%H%M%S')}_{rng.randrange(1, 99)}_{label}_grid{g + 1}"
+    )
+    session_id = ids()
+    storage_folder_id = ids()
+    sample_xml_id = ids()
+    misc = [ids() for _ in range(4)]
+    squares = _plan_squares(rng, ids, spec, atlas)
+    # Acquisition template: one area per micrograph of a hole, ids in steps of about 3 (as observed).
+    areas: list[TemplateArea] = []
+    first_area = ids(3)
+    for j in range(spec.micrographs_per_hole):
+        area_id = first_area + 3 * j + (7 if j % 2 else 0)
+        angle = 2 * math.pi * j / max(spec.micrographs_per_hole, 1)
+        areas.append(
+            TemplateArea(
+                area_id=area_id,
+                setting_id=area_id + 2,
+                shift=(round(360 * math.cos(angle), 4), round(360 * math.sin(angle), 4)),
+                beam_shift=(round(0.09 * math.cos(angle), 6), round(0.09 * math.sin(angle), 6)),
+            )
+        )
+    for _ in range(spec.micrographs_per_hole * 3 + 10):
+        ids()  # the template ids above are reserved from the counter
+    defocus_values = [-1e-06, -1.25e-06, -1.5e-06, -1.75e-06, -2e-06, -2.25e-06, -2.5e-06, -3e-06]
+
+    session_written_at = [t]
+    metadata_at = t + 5.0
+    t = metadata_at + 0.05 * len(squares) + 30.0
+    hole_counter = 0
+    for square in squares:
+        if not square.imaged:
+            continue
+        square.collection_id = ids()
+        square.outline = _outline(rng)
+        acquired = base + timedelta(seconds=t) + _micro(rng)
+        square.image = _image(
+            rng,
+            f"GridSquare_{acquired.strftime('%Y%m%d_%H%M%S')}",
+            acquired,
+            Stage(square.stage.x, square.stage.y, square.stage.z, a=-0.00023951923150003149, b=0.0167836925),
+            pixel=GS_PIXEL_M,
+            mag=580.0,
+            defocus=-0.00025 + rng.uniform(-5e-6, 5e-6),
+            applied=-0.00025,
+            exposure=2.0,
+        )
+        square.image.dose_on_camera = rng.uniform(12.0, 20.0)
+        square.image_written_at = t + 1.0
+        square.holes_found_at = t + 15.0
+        t += 20.0
+        _plan_holes(rng, ids, spec, square)
+        for hole in square.holes:
+            if not hole.imaged:
+                continue
+            t += 6.0 + rng.uniform(0.0, 2.0)
+            for shot, offset in enumerate((rng.uniform(18.0, 30.0), rng.uniform(1.0, 4.0))):
+                at = t + 10.0 * shot
+                direction = rng.uniform(0, 2 * math.pi)
+                dx, dy = offset * math.cos(direction), offset * math.sin(direction)
+                stage = Stage(
+                    hole.stage.x + (dx * FH_PIXEL_M if shot == 0 else 0.0),
+                    hole.stage.y + (dy * FH_PIXEL_M if shot == 0 else 0.0),
+                    hole.stage.z,
+                    hole.stage.a,
+                    hole.stage.b,
+                )
+                acquired = base + timedelta(seconds=at) + _micro(rng)
+                image = _image(
+                    rng,
+                    f"FoilHole_{hole.hole_id}_{acquired.strftime('%Y%m%d_%H%M%S')}",
+                    acquired,
+                    stage,
+                    pixel=FH_PIXEL_M,
+                    mag=15000.0,
+                    defocus=-7.28e-05 + rng.uniform(-1e-6, 1e-6),
+                    applied=-2e-05,
+                    exposure=2.0,
+                )
+                image.found_center = (round(READOUT_W / 2 + dx, 3), round(READOUT_H / 2 + dy, 3))
+                image.found_size = round(HOLE_SIZE_M / FH_PIXEL_M * rng.uniform(0.97, 1.03), 3)
+                image.found_quality = round(rng.uniform(0.7, 0.95), 6)
+                image.dose_on_camera = rng.uniform(30.0, 40.0)
+                hole.images.append(image)
+                hole.image_written_at.append(at + 1.0)
+            t += 14.0
+            applied = defocus_values[hole_counter % len(defocus_values)]
+            hole_counter += 1
+            for area in areas:
+                t += 3.0 if rng.random() < 0.52 else 4.0
+                acquired = base + timedelta(seconds=t) + _micro(rng)
+                image = _image(
+                    rng,
+                    f"FoilHole_{hole.hole_id}_Data_{area.area_id}_{area.setting_id}_{acquired.strftime('%Y%m%d_%H%M%S')}",
+                    acquired,
+                    hole.stage,
+                    pixel=MIC_PIXEL_M,
+                    mag=165000.0,
+                    defocus=applied + rng.uniform(-2e-7, 2e-7),
+                    applied=applied,
+                    exposure=1.7,
+                )
+                image.beam_shift = area.beam_shift
+                image.dose = rng.uniform(3.8e21, 4.2e21)
+                image.dose_on_camera = image.dose * 1e-20 * (MIC_PIXEL_M * 1e10) ** 2
+                hole.micrographs.append(MicrographPlan(ids(), area.area_id, area.setting_id, image, t + 1.0))
+            if rng.random() < 0.05:
+                t += rng.uniform(15.0, 60.0)  # occasional pause (refill, autofocus) as in real sessions
+        square.finished_at = t + 2.0
+        session_written_at.append(t + 3.0)
+        t += 30.0
+    ended = base + timedelta(seconds=t) + _micro(rng)
+    session_written_at.append(t)
+    grid = GridPlan(
+        index=g,
+        session_id=session_id,
+        session_name=session_name,
+        sample_xml_id=sample_xml_id,
+        storage_folder_id=storage_folder_id,
+        misc_ids=misc,
+        started=started,
+        ended=ended,
+        atlas=atlas,
+        atlas_windows_path=f"{atlas.storage_folder_windows}\\Atlas\\Atlas.dm",
+        areas=areas,
+        defocus_values=defocus_values,
+        squares=squares,
+        session_written_at=session_written_at,
+        metadata_written_at=metadata_at,
+    )
+    return grid, t
+
+
+def _plan_holes(rng: random.Random, ids: _Ids, spec: PresetSpec, square: GridSquarePlan) -> None:
+    """Holes on a lattice around the image centre; the outermost are near the grid bar."""
+    spacing = HOLE_SPACING_M / GS_PIXEL_M
+    cx, cy = READOUT_W / 2, READOUT_H / 2
+    reach = int(math.sqrt(spec.holes_per_square)) + 2
+    points = [
+        (cx + i * spacing + (spacing / 2 if j % 2 else 0.0), cy + j * spacing * 0.866)
+        for j in range(-reach, reach + 1)
+        for i in range(-reach, reach + 1)
+    ]
+    points.sort(key=lambda p: ((p[0] - cx) ** 2 + (p[1] - cy) ** 2, p[1], p[0]))
+    points = points[: spec.holes_per_square]
+    n_ngb = spec.near_grid_bar_per_square
+    n_unimaged = spec.unimaged_per_square
+    assert square.image is not None
+    for order, (px, py) in enumerate(points):
+        near = order >= len(points) - n_ngb
+        unimaged = not near and order >= len(points) - n_ngb - n_unimaged
+        stage = Stage(
+            x=square.stage.x + (px - cx) * GS_PIXEL_M,
+            y=square.stage.y + (py - cy) * GS_PIXEL_M,
+            z=square.stage.z,
+            a=square.image.stage.a,
+            b=square.image.stage.b,
+        )
+        square.holes.append(
+            FoilHolePlan(
+                hole_id=ids(2),
+                order=order,
+                center=(round(px, 1), round(py, 1)),
+                diameter_px=round(HOLE_SIZE_M / GS_PIXEL_M, 5),
+                stage=stage,
+                near_grid_bar=near,
+                imaged=not near and not unimaged,
+                quality=1.0,
+                intensity_mean=rng.uniform(600.0, 800.0),
+                intensity_std=rng.uniform(20.0, 100.0),
+            )
+        )
+
+
+__all__ = [
+    "CAMERA_NAME",
+    "COMPUTER_NAME",
+    "DETECTOR_COMMERCIAL_NAME",
+    "EPU_VERSION",
+    "INSTRUMENT_ID",
+    "INSTRUMENT_MODEL",
+    "PRESETS",
+    "AtlasPlan",
+    "FoilHolePlan",
+    "GridPlan",
+    "GridSquarePlan",
+    "ImagePlan",
+    "MicrographPlan",
+    "PresetSpec",
+    "ScreeningPlan",
+    "SessionPlan",
+    "Stage",
+    "TemplateArea",
+    "TilePlan",
+    "TilePosition",
+    "plan_session",
+]

@@ -1,0 +1,68 @@
+"""Fixtures: a Semphony client over each backend (in-process simulator, HTTP through the testbed server)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from agent.devices.semphony import ImagingDevice, ImagingGuardrails, ImagingInterface, SemphonyClient, Session
+from agent.devices.simulator import SimulatedControlServer, SimulatorConfig
+from agent.devices.simulator_backend import SimulatorBackend
+from testbed.semphony_server import SemphonyServer
+
+FAST = SimulatorConfig(time_factor=0.0, seed=7)
+
+
+@dataclass
+class Rig:
+    """A client, the control-server core behind it, and (for HTTP) the server."""
+
+    client: SemphonyClient
+    core: SimulatedControlServer
+    server: SemphonyServer | None
+
+
+@pytest.fixture(autouse=True)
+def _fast_acquire_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ImagingInterface, "acquire_retry_delay_s", 0.0)
+
+
+def make_rig(kind: str, config: SimulatorConfig = FAST) -> Iterator[Rig]:
+    """Yield a rig of ``kind`` ('simulator' or 'http') and tear it down."""
+    if kind == "simulator":
+        backend = SimulatorBackend(config)
+        client = SemphonyClient.from_backend(backend)
+        try:
+            yield Rig(client, backend.server, None)
+        finally:
+            client.close()
+        return
+    with SemphonyServer(config=config) as server:
+        client = SemphonyClient(server.url, server.api_key)
+        try:
+            yield Rig(client, server.core, server)
+        finally:
+            client.close()
+
+
+@pytest.fixture(params=["simulator", "http"])
+def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
+    """A rig over each backend."""
+    yield from make_rig(str(request.param))
+
+
+@pytest.fixture
+def session(rig: Rig) -> Iterator[Session]:
+    """A started session with default guardrails."""
+    with rig.client.run("tests").session(guardrails=ImagingGuardrails()) as s:
+        yield s
+
+
+@pytest.fixture
+def sem(rig: Rig, session: Session) -> ImagingDevice:
+    """The simulated SEM attached to ``session``."""
+    device = ImagingDevice(rig.client, device_slug="sem-001")
+    device.attach(session)
+    return device
