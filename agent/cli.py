@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
-from agent import __version__
 from agent.commands import COMMAND_MODULES, load_command_module
 
 EXIT_OK = 0
@@ -21,6 +21,13 @@ EXIT_CONFIG = 78
 EXIT_INTERRUPTED = 130
 
 
+def _version() -> str:
+    try:
+        return metadata.version("em-agent")
+    except metadata.PackageNotFoundError:  # running from a source tree that was not installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every available command."""
     parser = argparse.ArgumentParser(
@@ -28,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Microscope-side agent: EPU ingest into a SmartEM-compatible backend, and backend "
         "instructions executed on the SEM.",
     )
-    parser.add_argument("--version", action="version", version=f"em-agent {__version__}")
+    parser.add_argument("--version", action="version", version=f"em-agent {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         module = load_command_module(name)

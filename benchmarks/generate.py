@@ -1,7 +1,9 @@
 """Benchmark: write a generated EPU visit at full speed (default: the ``large`` preset, about 100k files).
 
-Target (issue 5): ``large`` in under 2 minutes on the 2-core reference machine. Prints one JSON line on stdout;
-progress goes to stderr. Usage: ``python benchmarks/generate.py [--preset large] [--seed 0] [--out DIR] [--keep]``.
+Target (issue 5): ``large`` in under 2 minutes on the 2-core reference machine. Prints one JSON line on
+stdout;
+progress goes to stderr. Usage: ``python benchmarks/generate.py [--preset large] [--seed 0] [--out DIR]
+[--keep]``.
 """
 
 from __future__ import annotations

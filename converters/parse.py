@@ -303,6 +303,7 @@ _SO = {name: q(NS_SO, name) for name in (
 )}  # fmt: skip
 _D_X, _D_Y, _D_W, _D_H = (q(NS_DRAW, n) for n in ("x", "y", "width", "height"))
 _FT_X, _FT_Y = q(NS_FT, "_x"), q(NS_FT, "_y")
+_SO_IMAGE = q(NS_SO, "MicroscopeImage")
 _T_ID = q(NS_T, "Id")
 _T_BASE = q(NS_T, "BaseFileName")
 _T_FORMAT = q(NS_T, "FileFormat")
@@ -382,19 +383,25 @@ def _property_bag(r: Reader, el: Element | None) -> dict[str, Element]:
     return out
 
 
+_FT_CENTER, _FT_SIZE, _FT_QUALITY, _FT_ROTATION, _FT_SHEAR = (
+    q(NS_FT, n) for n in ("Center", "Size", "Quality", "Rotation", "Shear")
+)
+_OMP_NUMBER, _OMP_DOSE_FRACTIONS = q(NS_OMP, "NumberOffractions"), q(NS_OMP, "DoseFractions")
+
+
 def _found_hole(r: Reader, value: Element) -> FoundHole:
     """``Shape2D`` value of ``FindFoilHoleCenterResults``."""
     kids = r.kids(value)
-    cx, cy = _point(r, kids.get(q(NS_FT, "Center")))
-    w, h = _size(r, kids.get(q(NS_FT, "Size")))
+    cx, cy = _point(r, kids.get(_FT_CENTER))
+    w, h = _size(r, kids.get(_FT_SIZE))
     return FoundHole(
         center_x_px=cx,
         center_y_px=cy,
         width_px=w,
         height_px=h,
-        quality=r.as_float(kids.get(q(NS_FT, "Quality"))),
-        rotation_rad=r.as_float(kids.get(q(NS_FT, "Rotation"))),
-        shear=r.as_float(kids.get(q(NS_FT, "Shear"))),
+        quality=r.as_float(kids.get(_FT_QUALITY)),
+        rotation_rad=r.as_float(kids.get(_FT_ROTATION)),
+        shear=r.as_float(kids.get(_FT_SHEAR)),
     )
 
 
@@ -402,11 +409,9 @@ def _fractionation(r: Reader, ns: str | None, local: str, value: Element) -> Fra
     """``FractionationSettings`` value -> :class:`Fractionation`."""
     kids = r.kids(value)
     if local == "EquidistantFractionation":
-        return Fractionation(
-            kind="equidistant", number_of_fractions=r.as_int(kids.get(q(NS_OMP, "NumberOffractions")))
-        )
+        return Fractionation(kind="equidistant", number_of_fractions=r.as_int(kids.get(_OMP_NUMBER)))
     if local == "VaridistantFractionation":
-        fractions = kids.get(q(NS_OMP, "DoseFractions"))
+        fractions = kids.get(_OMP_DOSE_FRACTIONS)
         count = sum(1 for item in r.elements(fractions) if not r.is_nil(r.deref(item)))
         return Fractionation(kind="varidistant", number_of_fractions=count)
     if local == "EerFractionation":
@@ -416,7 +421,7 @@ def _fractionation(r: Reader, ns: str | None, local: str, value: Element) -> Fra
 
 def _image_metadata(r: Reader, root: Element) -> ImageMetadata:
     """Read a ``MicroscopeImage`` root."""
-    if root.tag != q(NS_SO, "MicroscopeImage"):
+    if root.tag != _SO_IMAGE:
         raise r.malformed(f"expected root MicroscopeImage, found {local_name(str(root.tag))}", root)
     s = _SO
     top = r.kids(root)
@@ -771,8 +776,7 @@ def _parse_foilhole_image(r: Reader, info: EpuPath, path_map: PathMap | None) ->
 def _parse_micrograph(r: Reader, info: EpuPath, path_map: PathMap | None) -> ParsedMicrograph:
     image = _image_metadata(r, r.root)
     stem = info.micrograph_id or PurePath(info.path).stem
-    parts = parse_micrograph_stem(stem)
-    if parts is None or info.foilhole_id is None:
+    if info.foilhole_id is None or parse_micrograph_stem(stem) is None:
         raise r.malformed(
             f"micrograph name {stem!r} does not match FoilHole_<id>_Data_<a>_<b>_<date>_<time>", r.root
         )

@@ -116,10 +116,12 @@ def _pure(path: str | os.PathLike[str]) -> PurePath:
 
 def parse_name_timestamp(date: str, time: str) -> datetime | None:
     """File-name ``yyyymmdd`` + ``hhmmss`` (EPU 1.x: ``hhmm``) as naive local time; ``None`` if invalid."""
+    # Hand-rolled: strptime is slow and this runs for every micrograph name.
     try:
-        if len(time) == 4:
-            return datetime.strptime(date + time, "%Y%m%d%H%M")
-        return datetime.strptime(date + time, "%Y%m%d%H%M%S")
+        if len(date) != 8 or len(time) not in (4, 6):
+            return None
+        seconds = int(time[4:6]) if len(time) == 6 else 0
+        return datetime(int(date[:4]), int(date[4:6]), int(date[6:8]), int(time[:2]), int(time[2:4]), seconds)
     except ValueError:
         return None
 

@@ -1,6 +1,7 @@
 """``em-agent testbed epu``: generate synthetic EPU sessions, record live folders, replay recordings.
 
-``register(subparsers)`` is called with the ``testbed`` group's subparsers and adds ``epu`` with the subcommands
+``register(subparsers)`` is called with the ``testbed`` group's subparsers and adds ``epu`` with the
+subcommands
 ``generate``, ``record`` and ``replay``. Progress goes to stderr; a one-line JSON summary goes to stdout.
 """
 

@@ -2,12 +2,15 @@
 
 Two observation sources:
 
-* :func:`observe_files` parses an EPU folder with ``converters`` (merging partial models the way the agent does)
+* :func:`observe_files` parses an EPU folder with ``converters`` (merging partial models the way the agent
+does)
   and returns records in manifest terms: this checks that the generator writes exactly what its manifest says.
-* :func:`observe_backend` maps the testbed backend's read endpoints (SmartEM entity shapes) onto the same terms,
+* :func:`observe_backend` maps the testbed backend's read endpoints (SmartEM entity shapes) onto the same
+terms,
   for the demo and the end-to-end tests.
 
-Both produce :data:`Records`: ``{kind: {(acquisition_key, natural_id): {field: value}}}``. :func:`compare` checks
+Both produce :data:`Records`: ``{kind: {(acquisition_key, natural_id): {field: value}}}``. :func:`compare`
+checks
 them against :func:`expected_records` of a manifest and returns a :class:`ManifestDiff`.
 """
 
@@ -213,7 +216,7 @@ def _positions(
 
 def _same(expected: Any, observed: Any, rel_tol: float) -> bool:
     if isinstance(expected, bool) or isinstance(observed, bool):
-        return expected == observed
+        return bool(expected == observed)
     if isinstance(expected, int | float) and isinstance(observed, int | float):
         return math.isclose(float(expected), float(observed), rel_tol=rel_tol, abs_tol=1e-15)
     if isinstance(expected, datetime) and isinstance(observed, datetime):
@@ -268,9 +271,9 @@ def compare(
     return diff
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Observing a folder through converters
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 
 
 def _rel(path: str | None, root: Path) -> str | None:
@@ -285,7 +288,8 @@ def _rel(path: str | None, root: Path) -> str | None:
 def observe_files(
     root: str | os.PathLike[str], files: Iterable[str | os.PathLike[str]] | None = None
 ) -> Records:
-    """Parse EPU files under ``root`` (all of them, or ``files``) with ``converters``; return manifest-shaped records.
+    """Parse EPU files under ``root`` (all of them, or ``files``) with ``converters``; return manifest-shaped
+    records.
 
     Entities are keyed by the session folder relative to ``root``. Partial models are merged with
     ``converters.merge`` (newest foil-hole image wins), as the agent does. Files that fail to parse raise.
@@ -517,7 +521,7 @@ def compare_with_files(
     *,
     complete: Iterable[str] = KINDS,
 ) -> ManifestDiff:
-    """Parse ``root`` (or ``files``) with ``converters`` and compare with ``manifest`` on :data:`FILE_FIELDS`."""
+    """Parse ``root`` (or ``files``) with ``converters``; compare with ``manifest`` on :data:`FILE_FIELDS`."""
     return compare(expected_records(manifest), observe_files(root, files), complete=complete)
 
 

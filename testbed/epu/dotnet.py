@@ -1,7 +1,8 @@
 """Formatting values the way .NET's ``DataContractSerializer`` writes them in EPU files.
 
 EPU files are single-line XML with no declaration; numbers use the round-trip ("R") form with an upper-case
-exponent (``-4.9194160965271294E-05``, ``1E-06``, ``3.9923136094518787E+21``), integral doubles have no decimal
+exponent (``-4.9194160965271294E-05``, ``1E-06``, ``3.9923136094518787E+21``), integral doubles have no
+decimal
 point (``0``, ``300000``), booleans are ``true``/``false`` and timestamps carry seven fractional digits with
 either ``Z`` or an offset. These helpers are shared by every template in :mod:`testbed.epu.templates`.
 """

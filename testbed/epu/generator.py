@@ -1,21 +1,28 @@
 """Write a synthetic EPU visit into a folder, progressively, as EPU would.
 
-:func:`generate` is the one-call form; :class:`SessionGenerator` gives the incremental forms: :meth:`~SessionGenerator.
-iter_writes` (a blocking iterator, one file per step, so tests can interleave checks) and :meth:`~SessionGenerator.
+:func:`generate` is the one-call form; :class:`SessionGenerator` gives the incremental forms:
+:meth:`~SessionGenerator.
+iter_writes` (a blocking iterator, one file per step, so tests can interleave checks) and
+:meth:`~SessionGenerator.
 run_async` (for the demo, which writes over 15-30 s while the agent runs in the same event loop).
 
 Behaviours reproduced from epu-format.md section 8.2:
 
-* **Timing**: ``fast`` (no pauses), ``realtime`` (EPU cadence: micrographs 3-4 s apart), ``accelerated`` (the same
-  cadence divided by ``speed``, or fitted to ``duration_s``), ``bursts`` (files buffered and dumped in groups of up to
+* **Timing**: ``fast`` (no pauses), ``realtime`` (EPU cadence: micrographs 3-4 s apart), ``accelerated`` (the
+same
+  cadence divided by ``speed``, or fitted to ``duration_s``), ``bursts`` (files buffered and dumped in groups
+  of up to
   ``burst_size``, pausing between groups as the accelerated cadence would).
-* **Rewrites**: ``EpuSession.dm`` is rewritten as squares complete (the last time with ``EndDateTime``); a square's
-  ``Metadata/GridSquare_<id>.dm`` grows from a hole-less file to one with holes, then to the final one with images
+* **Rewrites**: ``EpuSession.dm`` is rewritten as squares complete (the last time with ``EndDateTime``); a
+square's
+  ``Metadata/GridSquare_<id>.dm`` grows from a hole-less file to one with holes, then to the final one with
+  images
   and micrographs. Rewrites are full new versions, written in place (or by rename, see ``rename_writes``).
 * **Disorder**: with probability ``disorder`` a file is written just before its parent (a grid-square ``.dm``
   before ``EpuSession.dm``, a foil-hole image before the ``.dm`` that lists the hole, a micrograph before its
   foil-hole image, a preview before its XML).
-* **Partial writes**: with probability ``partial_writes`` a text file is written in ``partial_chunks`` chunks with
+* **Partial writes**: with probability ``partial_writes`` a text file is written in ``partial_chunks`` chunks
+with
   ``partial_pause_s`` between them, so a watcher can observe a truncated file.
 
 The manifest (:mod:`testbed.epu.manifest`) is written first, atomically, as ``<out>/manifest.json``.
@@ -70,7 +77,7 @@ PREVIEW_JPEG = base64.b64decode(
     "WWl5iZmqKjpKWmp6ipqrKztLW2t7i5usLDxMXGx8jJytLT1NXW19jZ2uHi4+Tl5ufo6erx8vP09fb3+Pn6/9oACAEBAAA/AObsrPpxXQWVn04osrPp"
     "xXQWVn04r//Z"
 )
-"""A 16x16 greyscale JPEG used as every preview image (real previews are 50-100 KB; size does not matter here)."""
+"""A 16x16 greyscale JPEG used as every preview (real previews are 50-100 KB; size does not matter here)."""
 
 
 class TimingMode(enum.StrEnum):
@@ -308,7 +315,7 @@ def _grid_ops(
 
 
 def apply_disorder(ops: list[FileOp], probability: float, rng: random.Random) -> list[FileOp]:
-    """Reorder: each op with a parent moves just before that parent with ``probability`` (stable otherwise)."""
+    """Reorder: each op with a parent moves just before it with ``probability`` (stable otherwise)."""
     if probability <= 0:
         return list(ops)
     keys: list[tuple[float, float]] = []
@@ -506,6 +513,13 @@ def _grid_manifest(plan: SessionPlan, grid: GridPlan, manifest: Manifest) -> Non
                 )
 
 
+def _write_chunk(path: Path, chunk: bytes, *, append: bool) -> None:
+    """Write one chunk: the first truncates (a rewrite starts empty, as an in-place save does), later ones
+    append. Each chunk is closed, so a reader sees exactly the bytes written so far."""
+    with open(path, "ab" if append else "wb") as handle:
+        handle.write(chunk)
+
+
 class SessionGenerator:
     """Plans a visit at construction; writes it with :meth:`run`, :meth:`iter_writes` or :meth:`run_async`.
 
@@ -524,7 +538,8 @@ class SessionGenerator:
             storage_windows=storage,
             label=self.config.label,
         )
-        # Separate random streams: content depends only on (preset, seed, grids); order and write style on the rest.
+        # Separate random streams: content depends only on (preset, seed, grids); order and write style on the
+        # rest.
         self._rng = random.Random(f"epu-testbed-writes/{self.config.seed}")
         self.ops = apply_disorder(
             build_ops(self.plan, previews=self.config.previews), self.config.disorder, self._rng
@@ -618,19 +633,17 @@ class SessionGenerator:
             data, chunks, renamed = self._plan_write(op)
             target = self._target(op)
             path = target.with_name(f".{target.name}.part") if renamed else target
-            with open(path, "wb") as handle:
-                for k, chunk in enumerate(chunks):
-                    if k:
-                        handle.flush()
-                        time.sleep(self.config.partial_pause_s)
-                    handle.write(chunk)
+            for k, chunk in enumerate(chunks):
+                if k:
+                    time.sleep(self.config.partial_pause_s)
+                _write_chunk(path, chunk, append=k > 0)
             if renamed:
-                os.replace(path, target)
+                path.replace(target)
             self._written += 1
             yield self._event(index, op, data, chunks, renamed)
 
     async def aiter_writes(self) -> AsyncIterator[WriteEvent]:
-        """Like :meth:`iter_writes` but pausing with ``asyncio.sleep`` (file I/O itself is small and synchronous)."""
+        """Like :meth:`iter_writes` but pausing with ``asyncio.sleep`` (file I/O is small and synchronous)."""
         await asyncio.to_thread(self._prepare)
         for index, (op, delay) in enumerate(zip(self.ops, self._delays(), strict=True)):
             if delay > 0.001:
@@ -638,19 +651,17 @@ class SessionGenerator:
             data, chunks, renamed = self._plan_write(op)
             target = self._target(op)
             path = target.with_name(f".{target.name}.part") if renamed else target
-            with open(path, "wb") as handle:
-                for k, chunk in enumerate(chunks):
-                    if k:
-                        handle.flush()
-                        await asyncio.sleep(self.config.partial_pause_s)
-                    handle.write(chunk)
+            for k, chunk in enumerate(chunks):
+                if k:
+                    await asyncio.sleep(self.config.partial_pause_s)
+                _write_chunk(path, chunk, append=k > 0)
             if renamed:
-                os.replace(path, target)
+                path.replace(target)
             self._written += 1
             yield self._event(index, op, data, chunks, renamed)
 
     def write_final(self, select: Callable[[FileOp], bool] | None = None) -> list[Path]:
-        """Write only the final version of each file (or of those ``select`` accepts), at once, in write order.
+        """Write the final version of each file (or of those ``select`` accepts) at once, in write order.
 
         For tests and tools that need the end state of a big preset, or a sample of it, without its history.
         """
@@ -702,7 +713,7 @@ def generate(
     previews: bool = True,
     on_write: Callable[[WriteEvent], None] | None = None,
 ) -> Manifest:
-    """Write a synthetic EPU visit into ``out_dir`` and return its manifest (also in ``<out_dir>/manifest.json``)."""
+    """Write a synthetic EPU visit into ``out_dir``; return its manifest (also in ``manifest.json``)."""
     config = GeneratorConfig(
         preset=preset,
         seed=seed,

@@ -1,14 +1,18 @@
-"""Ground-truth manifest of a generated EPU visit: the entities a correct agent must post, and their key values.
+"""Ground-truth manifest of a generated EPU visit: the entities a correct agent must post, and their key
+values.
 
-The manifest is derived from the :class:`~testbed.epu.plan.SessionPlan`, not from the written files, so tests can
+The manifest is derived from the :class:`~testbed.epu.plan.SessionPlan`, not from the written files, so tests
+can
 check that parsing the files (``converters``) and ingesting them (the agent) reproduce it exactly.
 
 Conventions (docs/architecture.md, "Identity"):
 
 * ``acquisition_key`` is the EPU session folder relative to the watch root (POSIX); when the agent watches the
-  generator's output folder that is the session folder name. One acquisition and one grid per ``EpuSession.dm``.
+  generator's output folder that is the session folder name. One acquisition and one grid per
+  ``EpuSession.dm``.
 * Natural ids are EPU's, as strings; a micrograph's is its file stem.
-* Values are in SmartEM request units: metres for stage positions, pixel sizes and defocus; pixels for positions
+* Values are in SmartEM request units: metres for stage positions, pixel sizes and defocus; pixels for
+positions
   on images; timezone-aware datetimes (truncated to microseconds, as Python parses EPU's 7-digit fractions).
 
 Foil holes include the near-grid-bar ones (``is_near_grid_bar=True``) because they are in the ``.dm`` files;
@@ -168,7 +172,7 @@ class ManifestFoilHole(_Entry):
     state: str
     imaged: bool
     image_paths: list[str] = Field(default_factory=list)
-    """Foil-hole image XMLs (oldest first) relative to the output folder; the newest is the one the ``.dm`` names."""
+    """Foil-hole image XMLs (oldest first) relative to the output folder; the ``.dm`` names the newest."""
     found_center_x: float | None = None
     """``FindFoilHoleCenterResults`` of the newest image, foil-hole image pixels."""
     found_center_y: float | None = None
@@ -282,7 +286,7 @@ class Manifest(BaseModel):
         return [a.acquisition_key for a in self.acquisitions]
 
     def with_root_prefix(self, prefix: str) -> Manifest:
-        """A copy whose acquisition keys are ``<prefix>/<key>``: for an agent watching a parent of the output folder."""
+        """A copy with acquisition keys ``<prefix>/<key>``, for an agent watching a parent folder."""
         prefix = prefix.strip("/")
         if not prefix:
             return self.model_copy(deep=True)
@@ -309,7 +313,7 @@ class Manifest(BaseModel):
             target = target / MANIFEST_NAME
         tmp = target.with_name(f".{target.name}.tmp")
         tmp.write_text(self.model_dump_json(indent=1), encoding="utf-8")
-        os.replace(tmp, target)
+        tmp.replace(target)
         return target
 
     @classmethod

@@ -1,18 +1,23 @@
 """The deterministic plan of a synthetic EPU visit: every id, position, timestamp and file, from a seed.
 
-A :class:`SessionPlan` is pure data. :mod:`testbed.epu.templates` renders its files, :mod:`testbed.epu.manifest`
-derives the ground-truth entities from it, and :mod:`testbed.epu.generator` schedules and writes it. Nothing here
+A :class:`SessionPlan` is pure data. :mod:`testbed.epu.templates` renders its files,
+:mod:`testbed.epu.manifest`
+derives the ground-truth entities from it, and :mod:`testbed.epu.generator` schedules and writes it. Nothing
+here
 touches the disk. The same ``(preset, seed, grids)`` always yields the same plan, byte for byte once rendered.
 
 Layout of a planned visit (the output folder plays the EPU storage folder, ``Z:\\<folder name>``)::
 
     atlas/Supervisor_<date>_<time>_<label>_atlas/          atlas screening session (one per visit)
-        ScreeningSession.dm, Atlas/Atlas.dm, Sample<k>/Sample.dm, Sample<k>/Atlas/{Atlas.dm, Atlas_<id>.xml, Tile_*}
+        ScreeningSession.dm, Atlas/Atlas.dm, Sample<k>/Sample.dm, Sample<k>/Atlas/{Atlas.dm, Atlas_<id>.xml,
+        Tile_*}
     Supervisor_<date>_<time>_<n>_<label>_grid<g>/          one EPU session per grid
-        EpuSession.dm, Metadata/GridSquare_<id>.dm, Images-Disc1/GridSquare_<id>/{GridSquare_<ts>.xml, FoilHoles, Data}
+        EpuSession.dm, Metadata/GridSquare_<id>.dm, Images-Disc1/GridSquare_<id>/{GridSquare_<ts>.xml,
+        FoilHoles, Data}
 
 Virtual time: every planned event has ``at``, seconds from the start of the atlas screening; the wall-clock
-timestamps written into the files are ``base_time + at``. Cadence follows epu-format.md section 8.1: micrographs
+timestamps written into the files are ``base_time + at``. Cadence follows epu-format.md section 8.1:
+micrographs
 3-4 s apart, two foil-hole images about 10 s apart, pauses between squares.
 """
 
@@ -27,7 +32,7 @@ from datetime import datetime, timedelta, timezone
 from pydantic import BaseModel, ConfigDict
 
 EPU_VERSION = "3.7.0.6930"
-"""EPU release the synthetic files claim (root ``z:Assembly`` of ``.dm`` files, ``ApplicationSoftwareVersion``)."""
+"""EPU release the files claim (root ``z:Assembly`` of ``.dm`` files, ``ApplicationSoftwareVersion``)."""
 GRIDATLAS_VERSION = "1.34.0.6930"
 TEMAPP_VERSION = "5.14.0.5305"
 LOCAL_TZ = timezone(timedelta(hours=1))
@@ -69,7 +74,7 @@ class PresetSpec(BaseModel):
     holes_per_square: int
     """Holes listed in each imaged square's ``.dm``, near-grid-bar and unimaged ones included."""
     near_grid_bar_per_square: int
-    """Of those, holes flagged ``IsNearGridBar`` (never imaged, as with ``RemoveHolesCloseToGridBarOnAutomaticRun``)."""
+    """Of those, holes flagged ``IsNearGridBar`` (never imaged, per ``RemoveHolesCloseToGridBarOn...``)."""
     unimaged_per_square: int
     """Of those, holes left ``Defined`` (not near the grid bar, not imaged)."""
     micrographs_per_hole: int
@@ -315,7 +320,7 @@ class GridPlan:
 
     @property
     def rel_dir(self) -> str:
-        """The session folder relative to the output folder: the acquisition key when the output is the root."""
+        """The session folder relative to the output folder (the acquisition key if that is the root)."""
         return self.session_name
 
 
@@ -383,7 +388,8 @@ def plan_session(
 ) -> SessionPlan:
     """Plan a visit deterministically from ``(preset, seed, grids)``.
 
-    ``grids`` defaults to the preset's. ``storage_windows`` is the Windows storage folder written into the files
+    ``grids`` defaults to the preset's. ``storage_windows`` is the Windows storage folder written into the
+    files
     (the generator passes ``Z:\\<output folder name>`` so that paths map back onto the output folder).
     """
     if preset not in PRESETS:
@@ -484,7 +490,8 @@ def _plan_atlas(
     for n in range(spec.tiles):
         col, row = n % cols, n // cols
         x, y = col * TILE_ATLAS_W, row * TILE_ATLAS_H
-        # Stage origin at the mosaic centre; stage Y grows downwards in atlas pixels here (sign is immaterial).
+        # Stage origin at the mosaic centre; stage Y grows downwards in atlas pixels here (sign is
+        # immaterial).
         stage = Stage(
             x=(x + TILE_ATLAS_W / 2 - width / 2) * ATLAS_PIXEL_M,
             y=(y + TILE_ATLAS_H / 2 - height / 2) * ATLAS_PIXEL_M,
@@ -585,7 +592,8 @@ def _plan_squares(rng: random.Random, ids: _Ids, spec: PresetSpec, atlas: AtlasP
                 (w * ratio, h * ratio),
             )
         ]
-        # A square near a tile edge also shows on the neighbouring tile (as TilePositions does in real atlases).
+        # A square near a tile edge also shows on the neighbouring tile (as TilePositions does in real
+        # atlases).
         nx = tile.atlas_position[0] + (TILE_ATLAS_W if cx - tile.atlas_position[0] > TILE_ATLAS_W - 90 else 0)
         if nx != tile.atlas_position[0] and (nx, tile.atlas_position[1]) in tiles_by_cell:
             other = tiles_by_cell[(nx, tile.atlas_position[1])]
@@ -630,7 +638,7 @@ def _outline(rng: random.Random) -> list[tuple[float, float]]:
     """A square outline in grid-square image pixels (an octagon-ish polygon around the image centre)."""
     cx, cy = READOUT_W / 2, READOUT_H / 2
     half = rng.uniform(780.0, 860.0)
-    corners = []
+    corners: list[tuple[float, float]] = []
     for k in range(8):
         angle = math.pi / 4 * k + math.pi / 8
         r = half / math.cos(math.pi / 8) if k % 2 else half * 1.05

@@ -1,16 +1,23 @@
 """epuplayer-compatible recordings: read, write, replay, and record a live folder.
 
-Format (smartem-reference.md section 15): a gzip tar holding ``recording.json`` (``{"metadata": {...}, "events":
-[...]}``, written with ``indent=2``) and ``chunks/chunk_<N>.bin`` for binary or large content. A plain JSON file of
-the same shape is the legacy form and is read too. Events carry only ``EPUEvent`` keys, so recordings made here
+Format (smartem-reference.md section 15): a gzip tar holding ``recording.json`` (``{"metadata": {...},
+"events":
+[...]}``, written with ``indent=2``) and ``chunks/chunk_<N>.bin`` for binary or large content. A plain JSON
+file of
+the same shape is the legacy form and is read too. Events carry only ``EPUEvent`` keys, so recordings made
+here
 replay with epuplayer and epuplayer's replay here.
 
 * :class:`Recording` loads and saves archives.
-* :class:`Replayer` applies events in list order with epuplayer's timing (``(ts[i] - ts[i-1]) / speed`` capped at
+* :class:`Replayer` applies events in list order with epuplayer's timing (``(ts[i] - ts[i-1]) / speed`` capped
+at
   ``max_delay``; burst mode sleeps 1 ms per event) and verifies content hashes.
-* :class:`Recorder` captures a live folder with watchdog: an initial scan (``initial_dir``/``initial_file``), then
-  ``created``/``modified``/``appended``/``truncated``/``deleted``/``moved``. Unlike epuplayer it only records an
-  ``appended`` event when the old content is a prefix of the new one (a rewrite that grows is a ``modified``), and
+* :class:`Recorder` captures a live folder with watchdog: an initial scan (``initial_dir``/``initial_file``),
+then
+  ``created``/``modified``/``appended``/``truncated``/``deleted``/``moved``. Unlike epuplayer it only records
+  an
+  ``appended`` event when the old content is a prefix of the new one (a rewrite that grows is a ``modified``),
+  and
   :meth:`Recorder.stop` reconciles the final state so that a replay reproduces the folder exactly.
 """
 
@@ -169,7 +176,7 @@ class Recording:
             _add_bytes(archive, "recording.json", document)
             for chunk_id, data in self.chunks.items():
                 _add_bytes(archive, f"chunks/{chunk_id}.bin", data)
-        os.replace(tmp, target)
+        tmp.replace(target)
         return target
 
 
@@ -199,9 +206,9 @@ def folder_hashes(
     return result
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Replay
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -224,7 +231,8 @@ class ReplayResult:
 class Replayer:
     """Apply a recording's events to ``target_dir`` in list order, with epuplayer's timing.
 
-    Presets as epuplayer's flags: :meth:`fast` (speed 100, max delay 1 s), :meth:`dev_mode` (burst), :meth:`exact`.
+    Presets as epuplayer's flags: :meth:`fast` (speed 100, max delay 1 s), :meth:`dev_mode` (burst),
+    :meth:`exact`.
     """
 
     def __init__(
@@ -276,7 +284,8 @@ class Replayer:
         return delay if delay > 0.001 else 0.0
 
     def replay(self, on_event: Callable[[int, EPUEvent], None] | None = None) -> ReplayResult:
-        """Apply every event; returns counts, warnings and hash mismatches. Raises :class:`RecordingError` on an
+        """Apply every event; returns counts, warnings and hash mismatches. Raises :class:`RecordingError` on
+        an
         event that cannot be applied (a path escaping the target, a missing source to move)."""
         self.target.mkdir(parents=True, exist_ok=True)
         result = ReplayResult()
@@ -353,14 +362,14 @@ class Replayer:
                 raise RecordingError(f"moved event without dest_path: {event.src_path}")
             self._move(path, self._path(event.dest_path))
             path = self._path(event.dest_path)
+        checkable = bool(event.content_hash) and not str(event.content_hash).startswith("unreadable_")
         if (
             self.verify
-            and event.content_hash
-            and not event.content_hash.startswith("unreadable_")
+            and checkable
             and path.is_file()
+            and sha256_hex(path.read_bytes()) != event.content_hash
         ):
-            if sha256_hex(path.read_bytes()) != event.content_hash:
-                result.hash_mismatches.append(event.dest_path or event.src_path)
+            result.hash_mismatches.append(event.dest_path or event.src_path)
 
     @staticmethod
     def _move(source: Path, dest: Path) -> None:
@@ -370,9 +379,9 @@ class Replayer:
         shutil.move(str(source), str(dest))
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Recording a live folder
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -384,7 +393,8 @@ class _Known:
 class Recorder:
     """Capture a folder into a :class:`Recording` (initial scan + watchdog events).
 
-    ``skip_binary_content`` (epuplayer's default) records binary files as placeholders (replayed as zeros); pass
+    ``skip_binary_content`` (epuplayer's default) records binary files as placeholders (replayed as zeros);
+    pass
     ``False`` to keep their bytes as chunks. Use :meth:`start` / :meth:`stop`, or as a context manager.
     """
 
@@ -438,7 +448,8 @@ class Recorder:
             return None
         return rel
 
-    # -- event construction -----------------------------------------------------------------------------------
+    # -- event construction
+    # -----------------------------------------------------------------------------------
 
     def _full_event(
         self, kind: EventType, rel: str, path: Path, data: bytes, extra: dict[str, Any] | None = None
@@ -481,7 +492,7 @@ class Recorder:
                 )
 
     def _file_changed(self, path: Path, *, initial: bool = False) -> None:
-        """Record the current state of ``path`` relative to what is known (created / appended / truncated / modified)."""
+        """Record ``path``'s change since it was last seen (created / appended / truncated / modified)."""
         rel = self._rel(path)
         if rel is None:
             return
@@ -555,7 +566,8 @@ class Recorder:
             return self.recording.chunks[event.binary_chunk_id]
         return (event.content or "").encode("utf-8")
 
-    # -- watchdog callbacks -------------------------------------------------------------------------------------
+    # -- watchdog callbacks
+    # -------------------------------------------------------------------------------------
 
     def on_event(self, event: FileSystemEvent) -> None:
         """Handle one watchdog event (called from the observer thread)."""
@@ -630,7 +642,8 @@ class Recorder:
             self._known[rel_dest] = known
         self._file_changed(dest)
 
-    # -- lifecycle ------------------------------------------------------------------------------------------------
+    # -- lifecycle
+    # ------------------------------------------------------------------------------------------------
 
     def _scan(self, *, initial: bool) -> None:
         for path in sorted(self.watch_dir.rglob("*")):

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  -- XML templates: one element per line reads better than wrapped f-string fragments.
 """Render the files of a :class:`~testbed.epu.plan.SessionPlan` as EPU writes them.
 
 Every ``.dm`` and image XML is produced here from our own templates, following the structure documented in
@@ -66,7 +67,6 @@ from testbed.epu.plan import (
     GridPlan,
     GridSquarePlan,
     ImagePlan,
-    ScreeningPlan,
     SessionPlan,
     Stage,
     TilePlan,
@@ -939,9 +939,13 @@ def _atlas_body(
         image_ref = f'<{q}AtlasImageReference i:nil="true" xmlns:{sp}="{NS_T}"/>'
     categories_items = z()
     n_cats = 0 if bare else 5
-    cats = "".join(f"<{sp}:int>{k}</{sp}:int>" for k in range(n_cats)) + f"<{sp}:int>0</{sp}:int>" * (3 if n_cats else 0)
+    cats = "".join(f"<{sp}:int>{k}</{sp}:int>" for k in range(n_cats)) + f"<{sp}:int>0</{sp}:int>" * (
+        3 if n_cats else 0
+    )
     cat_items = (
-        f'<{sp}:_items z:Id="{z()}" z:Size="8">{cats}</{sp}:_items>' if n_cats else f'<{sp}:_items z:Id="{z()}" z:Size="0"/>'
+        f'<{sp}:_items z:Id="{z()}" z:Size="8">{cats}</{sp}:_items>'
+        if n_cats
+        else f'<{sp}:_items z:Id="{z()}" z:Size="0"/>'
     )
     tiles_padding = f'<{q}TileXml i:nil="true"/>' * (capacity - n_tiles)
     items = (

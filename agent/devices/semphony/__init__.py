@@ -17,6 +17,7 @@ from agent.devices.errors import SemphonyApiError, SemphonyGuardrailException
 from agent.devices.guardrails import ImagingGuardrails, StageSoftLimits
 from agent.devices.models import AcquisitionConfig, AcquisitionResult
 from agent.devices.semphony.client import Run, SemphonyClient, Session, run
+from agent.devices.semphony.models import load_roi_from_fs
 from agent.devices.semphony.systems import (
     Centerings,
     DeformationDevice,
@@ -44,5 +45,6 @@ __all__ = [
     "SemphonyGuardrailException",
     "Session",
     "StageSoftLimits",
+    "load_roi_from_fs",
     "run",
 ]

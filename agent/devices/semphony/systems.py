@@ -24,6 +24,7 @@ from agent.devices.semphony.client import SemphonyClient, Session
 
 if TYPE_CHECKING:
     from agent.autofocus.models import AutofocusConfig, AutofocusResult
+    from agent.roi import FindRoiResult, RoiSpec, SavedRoi
 
 __all__ = [
     "Centerings",
@@ -175,6 +176,33 @@ class _FocusOpsAdapter:
         return self._imaging.acquire(config, download=True).to_array()
 
 
+class _RoiOpsAdapter(_FocusOpsAdapter):
+    """Adds the stage and field-of-view operations ROI capture and relocation need."""
+
+    def __init__(self, device: ImagingDevice) -> None:
+        super().__init__(device.imaging)
+        self._stage = device.stage
+
+    def get_pos(self) -> dict[str, Any]:
+        return self._stage.get_pos()
+
+    def move_to(self, x: float, y: float, z: float | None = None, r: float | None = None) -> dict[str, Any]:
+        return self._stage.move_to(x, y, z=z, r=r)
+
+    def move_delta(
+        self,
+        dx: float = 0,
+        dy: float = 0,
+        dz: float | None = None,
+        dr: float | None = None,
+        dt: float | None = None,
+    ) -> dict[str, Any]:
+        return self._stage.move_delta(dx, dy, dz=dz, dr=dr, dt=dt)
+
+    def set_view_field(self, fov_um: float) -> dict[str, Any]:
+        return self._imaging.set_view_field(fov_um)
+
+
 class ImagingInterface:
     """``device.imaging``: acquisition, focus, field of view, beam, metrics, ROI, autofocus, prompts."""
 
@@ -258,6 +286,74 @@ class ImagingInterface:
                 f"autofocus is not available (install em-agent[autofocus]): {exc}"
             ) from exc
         return run_autofocus(_FocusOpsAdapter(self), config)
+
+    def save_roi(
+        self,
+        name: str,
+        spec: RoiSpec,
+        *,
+        config: AcquisitionConfig | None = None,
+        target_dir: str | None = None,
+        inter_level_delay_s: float = 1.0,
+    ) -> SavedRoi:
+        """Capture a pyramidal ROI at the current stage position (``agent.roi``; needs the ``roi`` extra)."""
+        try:
+            from agent.roi import save_roi
+        except ImportError as exc:
+            raise SemphonyApiError(f"ROI capture is not available (install em-agent[roi]): {exc}") from exc
+        return save_roi(
+            _RoiOpsAdapter(self._device),
+            name,
+            spec,
+            config=config,
+            target_dir=target_dir,
+            inter_level_delay_s=inter_level_delay_s,
+        )
+
+    def find_roi(
+        self,
+        roi_path: str,
+        *,
+        stage_mode: str = "same_session",
+        initial_pose: dict[str, float] | None = None,
+        start_level: str | None = None,
+        base_config: AcquisitionConfig | None = None,
+        max_initial_fov_um: float | None = None,
+        max_zoom_out_retries: int = 0,
+        max_iters: int = 8,
+        max_iters_per_level: int = 4,
+        px_tol: float = 15.0,
+        rot_tol_rad: float = 0.017,
+        scale_tol: float = 0.02,
+        gain_xy: float = 0.8,
+        gain_rot: float = 0.8,
+        gain_fov: float = 0.8,
+        min_confidence: float = 0.25,
+    ) -> FindRoiResult:
+        """Navigate back to a saved ROI by correlative matching (``agent.roi``; needs the ``roi`` extra)."""
+        try:
+            from agent.roi import find_roi
+        except ImportError as exc:
+            raise SemphonyApiError(f"ROI relocation is not available (install em-agent[roi]): {exc}") from exc
+        return find_roi(
+            _RoiOpsAdapter(self._device),
+            roi_path,
+            stage_mode=stage_mode,
+            initial_pose=initial_pose,
+            start_level=start_level,
+            base_config=base_config,
+            max_initial_fov_um=max_initial_fov_um,
+            max_zoom_out_retries=max_zoom_out_retries,
+            max_iters=max_iters,
+            max_iters_per_level=max_iters_per_level,
+            px_tol=px_tol,
+            rot_tol_rad=rot_tol_rad,
+            scale_tol=scale_tol,
+            gain_xy=gain_xy,
+            gain_rot=gain_rot,
+            gain_fov=gain_fov,
+            min_confidence=min_confidence,
+        )
 
 
 class ImagingChamber:

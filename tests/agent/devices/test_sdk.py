@@ -290,3 +290,20 @@ def test_focus_ops_adapter_implements_the_autofocus_protocol(sem: ImagingDevice)
     assert image.shape == (48, 64)
     assert image.dtype == np.float32
     assert 0.0 <= float(image.min()) <= float(image.max()) <= 1.0
+
+
+def test_optional_extras_fail_clearly_when_missing(
+    sem: ImagingDevice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from agent.devices.semphony import load_roi_from_fs
+
+    monkeypatch.setitem(sys.modules, "agent.roi", None)  # as if the roi extra were not installed
+    monkeypatch.setitem(sys.modules, "agent.autofocus", None)
+    with pytest.raises(SemphonyApiError, match="roi"):
+        load_roi_from_fs("/nowhere")
+    with pytest.raises(SemphonyApiError, match="roi"):
+        sem.imaging.find_roi("/nowhere")
+    with pytest.raises(SemphonyApiError, match="autofocus"):
+        sem.imaging.autofocus(None)  # type: ignore[arg-type]

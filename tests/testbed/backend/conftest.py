@@ -1,7 +1,7 @@
 """Fixtures for the backend contract tests: real servers on 127.0.0.1 and a raw SSE reader.
 
-Intervals are shortened (heartbeat 0.3 s, ping 0.2 s) so heartbeat and ping behaviour is observable in well under
-a second; the housekeeping sweep is driven explicitly through ``POST /testbed/sweep`` (its automatic period is
+Intervals are shortened (heartbeat 0.3 s, ping 0.2 s) so heartbeat and ping behaviour is observable in well
+under a second; the housekeeping sweep is driven explicitly through ``POST /testbed/sweep`` (its automatic period is
 long) so expiry tests are deterministic.
 """
 
@@ -76,8 +76,8 @@ class Message:
 
 
 class SseReader:
-    """Reads one SSE stream in a thread and queues every message and comment, parsed from the raw lines (so the
-    test sees exactly what the server wrote: ``id:``, ``retry:``, ``: ping``)."""
+    """Reads one SSE stream in a thread and queues every message and comment, parsed from the raw lines (so
+    the test sees exactly what the server wrote: ``id:``, ``retry:``, ``: ping``)."""
 
     def __init__(self, base_url: str, path: str, *, last_event_id: str | None = None) -> None:
         self.messages: queue.Queue[Message | None] = queue.Queue()
@@ -169,7 +169,9 @@ class SseReader:
 
 @pytest.fixture
 def open_stream() -> Iterator[Any]:
-    """Factory ``open_stream(server, agent_id, session_id, last_event_id=None) -> SseReader``; all closed at the end."""
+    """Factory ``open_stream(server, agent_id, session_id, last_event_id=None) -> SseReader``.
+
+    Every reader is closed at the end of the test."""
     readers: list[SseReader] = []
 
     def factory(
@@ -189,7 +191,7 @@ def open_stream() -> Iterator[Any]:
 
 
 def make_tree(client: httpx.Client, prefix: str = "t") -> dict[str, str]:
-    """Create acquisition -> grid -> atlas(+2 tiles) -> 2 squares -> 2 holes -> 1 micrograph; return the uuids."""
+    """Create acquisition, grid, atlas (2 tiles), 2 squares, 2 holes, 1 micrograph; return the uuids."""
     ids = {
         "acq": f"{prefix}-acq",
         "grid": f"{prefix}-grid",

@@ -58,10 +58,12 @@ def test_layout_matches_epu(small: tuple[Path, Manifest]) -> None:
     assert len(list(session.rglob("FoilHoles/*.xml"))) == 60
     assert len(list(session.rglob("Data/*.jpg"))) == 120
     atlas = out / manifest.atlases[0].path
-    assert atlas.is_file() and (atlas.parent.parent / "Sample.dm").is_file()
+    assert atlas.is_file()
+    assert (atlas.parent.parent / "Sample.dm").is_file()
     assert (atlas.parent.parent.parent / "ScreeningSession.dm").is_file()
     raw = (session / "EpuSession.dm").read_bytes()
-    assert raw.startswith(b"<EpuSessionXml ") and b"\n" not in raw  # one line, no declaration
+    assert raw.startswith(b"<EpuSessionXml ")
+    assert b"\n" not in raw
     assert manifest.acquisitions[0].atlas_path.startswith(manifest.storage_path + "\\atlas\\")
 
 
@@ -106,7 +108,7 @@ def test_rewrites_grow_gridsquare_metadata_and_session(tmp_path: Path) -> None:
         if event.kind == "gridsquare_metadata":
             parsed = parse_file(generator.out_dir / event.rel_path)
             hole_counts.setdefault(event.rel_path, []).append(len(parsed.entities()) - 1)
-    session = [p for p in sizes if p.endswith("EpuSession.dm")][0]
+    session = next(p for p in sizes if p.endswith("EpuSession.dm"))
     assert len(sizes[session]) == 5  # start, after each of the 3 squares, final with EndDateTime
     grown = [p for p, counts in hole_counts.items() if len(counts) == 3]
     assert len(grown) == 3
@@ -137,7 +139,9 @@ def test_disorder_writes_children_before_parents(tmp_path: Path) -> None:
 
 
 async def test_partial_writes_are_visible_truncated(tmp_path: Path) -> None:
-    config = GeneratorConfig(seed=1, partial_writes=1.0, partial_pause_s=0.03, previews=False, partial_chunks=3)
+    config = GeneratorConfig(
+        seed=1, partial_writes=1.0, partial_pause_s=0.03, previews=False, partial_chunks=3
+    )
     generator = SessionGenerator(tmp_path / "visit", config)
     target = generator.out_dir / generator.ops[0].rel_path  # ScreeningSession.dm, the first write
     seen_truncated = False
@@ -145,7 +149,7 @@ async def test_partial_writes_are_visible_truncated(tmp_path: Path) -> None:
     async def watch() -> None:
         nonlocal seen_truncated
         while not seen_truncated:
-            if target.exists() and 0 < target.stat().st_size:
+            if target.exists() and target.stat().st_size > 0:
                 try:
                     parse_file(target)
                 except IncompleteFileError:
@@ -168,8 +172,8 @@ async def test_partial_writes_are_visible_truncated(tmp_path: Path) -> None:
 
 def test_timing_modes_pace_as_configured(tmp_path: Path) -> None:
     def delays(**kwargs: object) -> list[float]:
-        generator = SessionGenerator(tmp_path / "visit", GeneratorConfig(seed=1, **kwargs))  # type: ignore[arg-type]
-        return generator._delays()
+        config = GeneratorConfig.model_validate({"seed": 1, **kwargs})
+        return SessionGenerator(tmp_path / "visit", config)._delays()
 
     assert set(delays(timing=TimingMode.FAST)) == {0.0}
     realtime = delays(timing=TimingMode.REALTIME)
@@ -206,7 +210,10 @@ def test_big_presets_parse_into_the_manifest_sampled(
     for op in generator.ops:
         if op.kind in totals:
             totals[op.kind] += 1
-    rates = {"foilhole_image": holes / totals["foilhole_image"], "micrograph": micrographs / totals["micrograph"]}
+    rates = {
+        "foilhole_image": holes / totals["foilhole_image"],
+        "micrograph": micrographs / totals["micrograph"],
+    }
 
     chosen_holes: dict[str, bool] = {}
 
@@ -224,8 +231,12 @@ def test_big_presets_parse_into_the_manifest_sampled(
     manifest = generator.manifest
     counts = manifest.expected_counts()
     assert counts.micrograph == (4000 if preset == "medium" else 40000)
-    images = sum(manifest.files.get(k, 0) for k in ("gridsquare_image", "foilhole_image", "micrograph", "atlas_tile"))
-    with_previews = manifest.total_files + images + manifest.files.get("atlas_image", 0)  # one JPEG per image XML
+    images = sum(
+        manifest.files.get(k, 0) for k in ("gridsquare_image", "foilhole_image", "micrograph", "atlas_tile")
+    )
+    with_previews = (
+        manifest.total_files + images + manifest.files.get("atlas_image", 0)
+    )  # one JPEG per image XML
     low, high = (9_000, 11_000) if preset == "medium" else (95_000, 110_000)
     assert low <= with_previews <= high
     diff = compare_with_files(
