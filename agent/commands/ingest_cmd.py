@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -44,6 +45,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--quiet-time", type=float, default=5.0, metavar="S", help="--once: idle time before giving up"
     )
+    p.add_argument(
+        "--parse-processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="parser processes (default: up to 2 with --once, else the configuration)",
+    )
     p.add_argument("--no-progress", action="store_true", help="never show the progress bar")
     p.add_argument("--json", action="store_true", help="print the final report as one JSON line")
     p.set_defaults(func=run)
@@ -56,6 +64,12 @@ def _config(args: argparse.Namespace, base: IngestConfig | None) -> IngestConfig
         data["observer"] = args.observer
     if args.settle_time is not None:
         data["settle_time_s"] = args.settle_time
+    if args.once or args.dry_run:
+        # A backlog: parse on every core and send each entity once, complete, after the scan.
+        data["parse_processes"] = min(2, os.cpu_count() or 1)
+        data["hold_flush_until_scanned"] = True
+    if args.parse_processes is not None:
+        data["parse_processes"] = args.parse_processes
     return IngestConfig.model_validate(data)
 
 

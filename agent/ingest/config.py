@@ -42,7 +42,18 @@ class IngestConfig(BaseModel):
         description="Most files held in memory awaiting settling/parsing; beyond it paths spill to the state "
         "database and are read back as room frees up (backpressure without an unbounded list).",
     )
-    parse_workers: int = Field(default=2, ge=1, description="Threads parsing files concurrently.")
+    parse_workers: int = Field(default=2, ge=1, description="Files parsed concurrently.")
+    parse_processes: int = Field(
+        default=0,
+        ge=0,
+        description="Parse in this many worker processes (0: threads of this process). Processes use every "
+        "core for large backlogs; threads start instantly and suffice for a live session.",
+    )
+    hold_flush_until_scanned: bool = Field(
+        default=False,
+        description="Send nothing until the start-up scan is parsed: every entity of a backlog then goes out "
+        "once, complete, in batches, instead of a create followed by updates (used by 'ingest --once').",
+    )
     commit_batch: int = Field(
         default=256, ge=1, description="Most parsed files written to the state database in one transaction."
     )

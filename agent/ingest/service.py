@@ -20,9 +20,11 @@ so an older parse can never overwrite a newer one.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import logging
+import multiprocessing
 import os
 import time
 from collections import Counter
@@ -58,6 +60,58 @@ class _Outcome:
     incomplete: bool = False
     skipped: bool = False
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _ParseJob:
+    """What a parser (thread or worker process) needs to process one path; picklable."""
+
+    path: str
+    previous_hash: str | None
+    watch_root: str
+    skip_near_grid_bar_holes: bool
+    path_map: dict[str, str]
+    max_bytes: int
+
+
+def parse_job(
+    job: _ParseJob, builder: ContributionBuilder | None = None, path_map: PathMap | None = None
+) -> _Outcome:
+    """Read, hash and parse one file into contributions (module level so worker processes can run it)."""
+    path = job.path
+    info = classify_path(path)
+    if info is None:
+        return _Outcome(path=path, skipped=True)
+    if builder is None:
+        builder = ContributionBuilder(Path(job.watch_root), skip_near_grid_bar_holes=job.skip_near_grid_bar_holes)
+        path_map = PathMap(job.path_map) if job.path_map else None
+    try:
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            data = fh.read(job.max_bytes + 1)
+    except FileNotFoundError:
+        return _Outcome(path=path, info=info, skipped=True)
+    digest = hashlib.sha256(data).hexdigest()
+    record = FileRecord(path, info.kind.value, st.st_size, st.st_mtime_ns, digest, "done")
+    if job.previous_hash == digest:
+        return _Outcome(path=path, info=info, record=record, skipped=True)
+    try:
+        parsed = parse_bytes(data, info, path_map=path_map, max_bytes=job.max_bytes)
+    except IncompleteFileError as exc:
+        return _Outcome(path=path, info=info, incomplete=True, error=str(exc))
+    except ConverterError as exc:
+        failed = FileRecord(path, info.kind.value, st.st_size, st.st_mtime_ns, digest, "failed", str(exc))
+        return _Outcome(path=path, info=info, record=failed, error=str(exc))
+    outcome = _Outcome(path=path, info=info, record=record)
+    if isinstance(parsed, ParsedAtlas):
+        outcome.atlas = parsed
+        return outcome
+    outcome.contributions = builder.contributions_for(parsed)
+    if isinstance(parsed, ParsedSession) and parsed.grid.atlas_local_path:
+        acq = builder.acq_key(parsed.acquisition.session_root or info.session_root)
+        if acq is not None:
+            outcome.atlas_claim = (acq, norm_path(parsed.grid.atlas_local_path))
+    return outcome
 
 
 @dataclass(slots=True)
@@ -117,7 +171,7 @@ class IngestService:
             mode=config.observer,
             poll_interval_s=config.poll_interval_s,
         )
-        self._parse_queue: asyncio.Queue[str] = asyncio.Queue(maxsize=config.parse_workers * 4)
+        self._parse_queue: asyncio.Queue[str] = asyncio.Queue(maxsize=(config.parse_workers + config.parse_processes) * 4)
         self._commit_queue: asyncio.Queue[_Outcome] = asyncio.Queue(maxsize=config.commit_batch * 2)
         self._inflight: set[str] = set()
         self._again: set[str] = set()
@@ -127,6 +181,7 @@ class IngestService:
         self._changed = asyncio.Event()
         self._latency_hook: list[Any] = []
         self._running = False
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -136,20 +191,26 @@ class IngestService:
             return
         self._running = True
         self._spilled = await asyncio.to_thread(self.store.spilled)
+        if self.config.parse_processes:
+            # spawn, not fork: forking a process that runs threads (observer, SQLite, HTTP) can deadlock.
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self.config.parse_processes, mp_context=multiprocessing.get_context("spawn")
+            )
         await self.watcher.start()
         spawn = asyncio.create_task
         self._tasks = [
             spawn(self._settle_loop(), name="ingest-settle"),
             *(
                 spawn(self._parse_worker(), name=f"ingest-parse-{i}")
-                for i in range(self.config.parse_workers)
+                # Enough tasks in flight to keep every worker process busy while results are committed.
+                for i in range(self.config.parse_workers + 2 * self.config.parse_processes)
             ),
             spawn(self._commit_loop(), name="ingest-commit"),
             spawn(self._status_loop(), name="ingest-status"),
             spawn(self._scan(), name="ingest-scan"),
         ]
         if self.flusher is not None:
-            self._tasks.append(spawn(self.flusher.run(), name="ingest-flush"))
+            self._tasks.append(spawn(self._run_flusher(self.flusher), name="ingest-flush"))
         log.info("ingest.started", extra={"event": "ingest.started", "watch_dir": str(self.config.watch_dir)})
 
     async def stop(self) -> None:
@@ -172,6 +233,9 @@ class IngestService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
         log.info("ingest.stopped", extra={"event": "ingest.stopped", **self.snapshot()})
 
     async def __aenter__(self) -> IngestService:
@@ -198,6 +262,14 @@ class IngestService:
         elif not self.settler.offer(path):
             self._spill_buffer.append(path)
         self._changed.set()
+
+    async def _run_flusher(self, flusher: OutboxFlusher) -> None:
+        if self.config.hold_flush_until_scanned:
+            while self.pipeline_busy():
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), 0.2)
+        await flusher.run()
 
     async def _scan(self) -> None:
         try:
@@ -240,50 +312,45 @@ class IngestService:
         while True:
             path = await self._parse_queue.get()
             try:
-                outcome = await asyncio.to_thread(self._process, path)
+                outcome = await self._process_async(path)
             except Exception as exc:  # never lose the path: report and retry later
                 log.exception("ingest.process_failed", extra={"event": "ingest.process_failed", "path": path})
                 outcome = _Outcome(path=path, incomplete=True, error=f"{type(exc).__name__}: {exc}")
             await self._commit_queue.put(outcome)
 
-    def _process(self, path: str) -> _Outcome:
-        """Read, hash and parse one file (runs in a worker thread)."""
+    def _prepare(self, path: str) -> tuple[_Outcome | None, str | None]:
+        """Cheap checks before parsing (worker thread): gone, or unchanged by size and mtime.
+
+        Returns ``(outcome, None)`` when there is nothing to parse, else ``(None, previous content hash)``.
+        """
         info = classify_path(path)
         if info is None:
-            return _Outcome(path=path, skipped=True)
+            return _Outcome(path=path, skipped=True), None
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            return _Outcome(path=path, info=info, skipped=True)  # gone; a rename reports the new name
+            return _Outcome(path=path, info=info, skipped=True), None  # gone; a rename reports the new name
         previous = self.store.file_record(path)
         if previous is not None and previous[:2] == (st.st_size, st.st_mtime_ns) and previous[3] == "done":
-            return _Outcome(path=path, info=info, skipped=True)
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read(self.config.max_file_bytes + 1)
-        except FileNotFoundError:
-            return _Outcome(path=path, info=info, skipped=True)
-        digest = hashlib.sha256(data).hexdigest()
-        record = FileRecord(path, info.kind.value, st.st_size, st.st_mtime_ns, digest, "done")
-        if previous is not None and previous[2] == digest:
-            return _Outcome(path=path, info=info, record=record, skipped=True)
-        try:
-            parsed = parse_bytes(data, info, path_map=self.path_map, max_bytes=self.config.max_file_bytes)
-        except IncompleteFileError as exc:
-            return _Outcome(path=path, info=info, incomplete=True, error=str(exc))
-        except ConverterError as exc:
-            failed = FileRecord(path, info.kind.value, st.st_size, st.st_mtime_ns, digest, "failed", str(exc))
-            return _Outcome(path=path, info=info, record=failed, error=str(exc))
-        outcome = _Outcome(path=path, info=info, record=record)
-        if isinstance(parsed, ParsedAtlas):
-            outcome.atlas = parsed
-            return outcome
-        outcome.contributions = self.builder.contributions_for(parsed)
-        if isinstance(parsed, ParsedSession) and parsed.grid.atlas_local_path:
-            acq = self.builder.acq_key(parsed.acquisition.session_root or info.session_root)
-            if acq is not None:
-                outcome.atlas_claim = (acq, norm_path(parsed.grid.atlas_local_path))
-        return outcome
+            return _Outcome(path=path, info=info, skipped=True), None
+        return None, None if previous is None else previous[2]
+
+    async def _process_async(self, path: str) -> _Outcome:
+        early, previous_hash = await asyncio.to_thread(self._prepare, path)
+        if early is not None:
+            return early
+        job = _ParseJob(
+            path=path,
+            previous_hash=previous_hash,
+            watch_root=str(self.config.watch_dir),
+            skip_near_grid_bar_holes=self.config.skip_near_grid_bar_holes,
+            path_map={k: str(v) for k, v in self.config.path_map.items()},
+            max_bytes=self.config.max_file_bytes,
+        )
+        if self._pool is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._pool, parse_job, job)
+        return await asyncio.to_thread(parse_job, job, self.builder, self.path_map)
 
     # ------------------------------------------------------------------ committing
 

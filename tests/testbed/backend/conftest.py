@@ -1,8 +1,8 @@
 """Fixtures for the backend contract tests: real servers on 127.0.0.1 and a raw SSE reader.
 
 Intervals are shortened (heartbeat 0.3 s, ping 0.2 s) so heartbeat and ping behaviour is observable in well
-under a second; the housekeeping sweep is driven explicitly through ``POST /testbed/sweep`` (its automatic period is
-long) so expiry tests are deterministic.
+under a second; the housekeeping sweep is driven explicitly through ``POST /testbed/sweep`` (its automatic
+period is long) so expiry tests are deterministic.
 """
 
 from __future__ import annotations
