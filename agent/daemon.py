@@ -109,7 +109,9 @@ class Daemon:
         """SIGTERM/SIGINT -> graceful stop; a second one exits at once."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows: the service stop path is used
+            with contextlib.suppress(
+                NotImplementedError, RuntimeError
+            ):  # Windows: the service stop path is used
                 loop.add_signal_handler(sig, self._on_signal, sig.name)
 
     async def run(self) -> int:
@@ -150,7 +152,9 @@ class Daemon:
             try:
                 await asyncio.wait_for(part.service.stop(), remaining)
             except TimeoutError:
-                log.error("agent.stop_timeout", extra={"service": part.name, "timeout_s": round(remaining, 1)})
+                log.error(
+                    "agent.stop_timeout", extra={"service": part.name, "timeout_s": round(remaining, 1)}
+                )
                 code = EXIT_FAILURE
             except Exception:
                 log.exception("agent.stop_failed", extra={"service": part.name})

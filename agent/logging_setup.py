@@ -26,13 +26,16 @@ REDACTED = "***"
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is emitted as a field.
 _STANDARD_ATTRS = frozenset(
-    vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)).keys() | {"message", "asctime", "taskName"}
+    vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)).keys()
+    | {"message", "asctime", "taskName"}
 )
 _SECRET_KEY = re.compile(r"(token|secret|password|passwd|authorization|api[_-]?key|credential|cookie)", re.I)
 _SECRET_PATTERNS = (
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9\-._~+/]+=*"),
     re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)[^'\",}\s]+(\s+[^'\",}\s]+)?"),
-    re.compile(r"(?i)((?:access_token|refresh_token|client_secret|api_key|password|token)['\"]?\s*[:=]\s*['\"]?)[^'\"&,}\s]+"),
+    re.compile(
+        r"(?i)((?:access_token|refresh_token|client_secret|api_key|password|token)['\"]?\s*[:=]\s*['\"]?)[^'\"&,}\s]+"
+    ),
 )
 
 
@@ -99,7 +102,10 @@ def record_to_dict(record: logging.LogRecord, redactor: Redactor = REDACTOR) -> 
     if record.exc_info and record.exc_info[0] is not None:
         out["exc_type"] = record.exc_info[0].__name__
         out["exc"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
-    return {k: redactor.value(v, k if k not in ("event", "logger", "level", "ts") else None) for k, v in out.items()}
+    return {
+        k: redactor.value(v, k if k not in ("event", "logger", "level", "ts") else None)
+        for k, v in out.items()
+    }
 
 
 class JsonFormatter(logging.Formatter):
@@ -134,13 +140,16 @@ class LoggingConfig(BaseModel):
 
     level: str = Field("INFO", description="Root level: DEBUG, INFO, WARNING, ERROR.")
     levels: dict[str, str] = Field(
-        default_factory=dict, description="Per-logger levels, e.g. {'httpx': 'WARNING', 'agent.ingest': 'DEBUG'}."
+        default_factory=dict,
+        description="Per-logger levels, e.g. {'httpx': 'WARNING', 'agent.ingest': 'DEBUG'}.",
     )
     file: Path | None = Field(None, description="JSON log file (size-rotated); None = stderr only.")
     max_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Rotate the log file at this size.")
     backup_count: int = Field(10, ge=0, description="Rotated files kept.")
     ship: bool = Field(False, description="Ship INFO+ records to the backend's agent log endpoint.")
-    ship_buffer: int = Field(2000, ge=10, description="Records held for shipping; the oldest are dropped beyond.")
+    ship_buffer: int = Field(
+        2000, ge=10, description="Records held for shipping; the oldest are dropped beyond."
+    )
     ship_interval_s: float = Field(5.0, gt=0, description="Seconds between shipping batches.")
     status_interval_s: float = Field(60.0, gt=0, description="Seconds between periodic agent.status lines.")
 
@@ -275,7 +284,7 @@ class LogShipper(logging.Handler):
                 self._send(rest)
                 return
 
-    def close(self, timeout: float = 5.0) -> None:  # type: ignore[override]
+    def close(self, timeout: float = 5.0) -> None:
         """Stop the thread after one last bounded flush."""
         with self._cond:
             self._stopping = True

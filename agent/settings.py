@@ -99,7 +99,9 @@ class BackendSettings(BaseModel):
     connect_timeout_s: float = Field(5.0, gt=0, description="TCP/TLS connect timeout.")
     read_timeout_s: float = Field(30.0, gt=0, description="Read timeout for REST calls.")
     sse_read_timeout_s: float = Field(
-        45.0, gt=15, description="Silence after which the SSE stream is considered dead (> SmartEM's 15 s pings)."
+        45.0,
+        gt=15,
+        description="Silence after which the SSE stream is considered dead (> SmartEM's 15 s pings).",
     )
     heartbeat_interval_s: float = Field(60.0, ge=0, description="Agent heartbeat period; 0 disables it.")
     verify_tls: bool = Field(True, description="Verify the backend's TLS certificate.")
@@ -141,7 +143,9 @@ class DeviceSettings(BaseModel):
     device_slug: str = Field("sem-001", description="Semphony device slug.")
     run_name: str = Field("em-agent", description="Semphony run name (resumed if it exists).")
     simulator_seed: int = Field(0, description="Seed of the simulated specimen.")
-    athena_url: str | None = Field(None, description="Athena decision-service URL; None declines reorder/skip.")
+    athena_url: str | None = Field(
+        None, description="Athena decision-service URL; None declines reorder/skip."
+    )
     athena_session_id: str | None = Field(None, description="Athena session id for decisions.")
 
     def resolved_api_key(self) -> str | None:
@@ -169,15 +173,17 @@ class Settings(BaseSettings):
     )
 
     agent_id: str = Field("em-agent", description="This agent's id, as registered in the backend.")
-    session_id: str | None = Field(None, description="Agent session id; None runs ingest without instructions.")
+    session_id: str | None = Field(
+        None, description="Agent session id; None runs ingest without instructions."
+    )
     state_dir: Path = Field(default_factory=platform_state_dir, description="Durable state (SQLite, images).")
-    backend: BackendSettings = Field(default_factory=BackendSettings)  # type: ignore[arg-type]
+    backend: BackendSettings = Field(default_factory=BackendSettings)
     ingest: IngestConfig | None = Field(None, description="EPU ingest; needs at least ingest.watch_dir.")
-    instructions: ExecutorConfig = Field(default_factory=ExecutorConfig)  # type: ignore[arg-type]
-    device: DeviceSettings = Field(default_factory=DeviceSettings)  # type: ignore[arg-type]
-    amqp: AmqpSettings = Field(default_factory=AmqpSettings)  # type: ignore[arg-type]
+    instructions: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    device: DeviceSettings = Field(default_factory=DeviceSettings)
+    amqp: AmqpSettings = Field(default_factory=AmqpSettings)
     logging: LoggingConfig = Field(
-        default_factory=lambda: LoggingConfig(file=platform_log_file())  # type: ignore[call-arg]
+        default_factory=lambda: LoggingConfig(file=platform_log_file())
     )
 
     _toml_file: Path | None = None

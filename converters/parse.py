@@ -311,6 +311,94 @@ _T_FILENAME = q(NS_T, "FileName")
 _ARR_KEY, _ARR_VALUE = q(NS_ARR, "Key"), q(NS_ARR, "Value")
 
 
+# Clark names, built once: building them per lookup showed up in profiles of 570-hole grid squares.
+_EPU_NAMES = (
+    "AtlasId",
+    "AtlasNodeId",
+    "AutoloaderDescription",
+    "AutoloaderSlot",
+    "ClusteringMode",
+    "ClusteringRadius",
+    "DataAcquisitionAreas",
+    "Defocus",
+    "DoseFractionsOutputFormat",
+    "EndDateTime",
+    "ExposureTime",
+    "FilterHolesSettings",
+    "GridGeometry",
+    "GridSquareId",
+    "GridSquareImagePath",
+    "GridSquareShape",
+    "GridSquares",
+    "GridType",
+    "HoleSize",
+    "HoleSpacing",
+    "Image",
+    "ImageFileFormat",
+    "IsNearGridBar",
+    "Name",
+    "Order",
+    "ParticleAcquisitions",
+    "Path",
+    "PixelCenter",
+    "PixelWidthHeight",
+    "Position",
+    "Quality",
+    "Rotation",
+    "Samples",
+    "Selected",
+    "StagePosition",
+    "StartDateTime",
+    "State",
+    "StorageFolders",
+    "TargetAreaTemplate",
+    "TargetLocations",
+    "TargetLocationsEfficient",
+    "TemplateImagePixelSize",
+    "Unusable",
+)
+_EPU_TAGS = {ns: {n: q(ns, n) for n in _EPU_NAMES} for ns in (NS_EPU, NS_EPU_OLD)}
+_GA_TAGS = {
+    n: q(NS_GA, n)
+    for n in (
+        "AcquisitionDateTime",
+        "AlignedStagePosition",
+        "Atlas",
+        "AtlasAlignmentTransformation",
+        "AtlasImageReference",
+        "AtlasPixelPosition",
+        "Category",
+        "Description",
+        "Name",
+        "NodePosition",
+        "Nodes",
+        "PositionOnTheAtlas",
+        "StagePosition",
+        "StartDateTime",
+        "StorageFolder",
+        "TileId",
+        "TileImageReference",
+        "TilePositions",
+        "TilesEfficient",
+    )
+}
+_SCR_TAGS = {
+    n: q(NS_SCR, n)
+    for n in (
+        "AcquiredAtlasAvailable",
+        "AtlasAcquisitionStatus",
+        "AtlasSession",
+        "AtlasSessionStorageFolder",
+        "Name",
+        "Samples",
+        "SlotId",
+        "SpecimenCarrierType",
+        "StartDateTime",
+        "StorageFolder",
+    )
+}
+
+
 def _stage(r: Reader, el: Element | None) -> StagePosition | None:
     """``Position``-shaped element (``so:X/Y/Z/A/B``) -> :class:`StagePosition`."""
     kids = r.kids(el)
@@ -524,30 +612,29 @@ def _parse_session(r: Reader, info: EpuPath, path_map: PathMap | None) -> Parsed
     root = r.root
     ns = _epu_ns(r, root, "EpuSessionXml")
 
-    def e(name: str) -> str:
-        return q(ns, name)
+    e = _EPU_TAGS[ns]
 
     top = r.kids(root)
     session_id = r.require(top.get(_T_ID), root, _T_ID)
-    name = r.require(top.get(e("Name")), root, e("Name"))
+    name = r.require(top.get(e["Name"]), root, e["Name"])
     warnings: list[str] = []
 
     storage_path = None
-    for folder in r.list_items(top.get(e("StorageFolders"))):
-        storage_path = r.as_str(r.kids(folder).get(e("Path")))
+    for folder in r.list_items(top.get(e["StorageFolders"])):
+        storage_path = r.as_str(r.kids(folder).get(e["Path"]))
         if storage_path:
             break
 
-    samples = r.list_items(top.get(e("Samples")))
+    samples = r.list_items(top.get(e["Samples"]))
     if len(samples) > 1:
         warnings.append(f"{len(samples)} samples in the session; only the first is used")
     sample = r.kids(samples[0]) if samples else {}
-    atlas_path = r.as_str(sample.get(e("AtlasId"))) or None
-    gridsquare_ids = [r.require(key, key, "key") for key, _ in r.pairs(sample.get(e("GridSquares")))]
-    holes = r.kids(sample.get(e("FilterHolesSettings")))
-    template = r.kids(sample.get(e("TargetAreaTemplate")))
+    atlas_path = r.as_str(sample.get(e["AtlasId"])) or None
+    gridsquare_ids = [r.require(key, key, "key") for key, _ in r.pairs(sample.get(e["GridSquares"]))]
+    holes = r.kids(sample.get(e["FilterHolesSettings"]))
+    template = r.kids(sample.get(e["TargetAreaTemplate"]))
     areas: list[AcquisitionTemplateArea] = []
-    for key, value in r.pairs(template.get(e("DataAcquisitionAreas"))):
+    for key, value in r.pairs(template.get(e["DataAcquisitionAreas"])):
         setting_ids: list[str] = []
         defocus: list[float] = []
         exposure: float | None = None
@@ -558,8 +645,8 @@ def _parse_session(r: Reader, info: EpuPath, path_map: PathMap | None) -> Parsed
             sid = r.as_str(sk.get(_T_ID))
             if sid:
                 setting_ids.append(sid)
-            defocus.extend(v for d in r.elements(sk.get(e("Defocus"))) if (v := r.as_float(d)) is not None)
-            exposure = r.as_float(sk.get(e("ExposureTime")))
+            defocus.extend(v for d in r.elements(sk.get(e["Defocus"])) if (v := r.as_float(d)) is not None)
+            exposure = r.as_float(sk.get(e["ExposureTime"]))
         areas.append(
             AcquisitionTemplateArea(
                 area_id=r.require(key, key, "key"),
@@ -568,14 +655,14 @@ def _parse_session(r: Reader, info: EpuPath, path_map: PathMap | None) -> Parsed
                 exposure_time_s=exposure,
             )
         )
-    template_pixel, _ = _size(r, template.get(e("TemplateImagePixelSize")))
+    template_pixel, _ = _size(r, template.get(e["TemplateImagePixelSize"]))
 
     session_root = info.session_root
     atlas_local = locate_atlas(atlas_path, session_root, path_map) if atlas_path else None
     if atlas_path and atlas_local is None:
         warnings.append(f"atlas {atlas_path} not found locally (configure a path map)")
-    start = r.as_datetime(top.get(e("StartDateTime")))
-    end = r.as_datetime(sample.get(e("EndDateTime")))
+    start = r.as_datetime(top.get(e["StartDateTime"]))
+    end = r.as_datetime(sample.get(e["EndDateTime"]))
     acquisition = AcquisitionData(
         session_id=session_id,
         session_root=session_root,
@@ -586,17 +673,17 @@ def _parse_session(r: Reader, info: EpuPath, path_map: PathMap | None) -> Parsed
         storage_path=storage_path,
         atlas_path=atlas_path,
         atlas_local_path=str(atlas_local) if atlas_local else None,
-        clustering_mode=r.as_str(top.get(e("ClusteringMode"))),
-        clustering_radius_m=r.as_float(top.get(e("ClusteringRadius"))),
-        image_file_format=r.as_str(top.get(e("ImageFileFormat"))),
-        dose_fractions_output_format=r.as_str(top.get(e("DoseFractionsOutputFormat"))),
-        autoloader_slot=r.as_int(top.get(e("AutoloaderSlot"))),
-        autoloader_description=r.as_str(top.get(e("AutoloaderDescription"))),
-        grid_type=r.as_str(sample.get(e("GridType"))),
-        grid_geometry=r.as_str(sample.get(e("GridGeometry"))),
-        hole_size_m=r.as_float(holes.get(e("HoleSize"))),
-        hole_spacing_m=r.as_float(holes.get(e("HoleSpacing"))),
-        sample_start_time=r.as_datetime(sample.get(e("StartDateTime"))),
+        clustering_mode=r.as_str(top.get(e["ClusteringMode"])),
+        clustering_radius_m=r.as_float(top.get(e["ClusteringRadius"])),
+        image_file_format=r.as_str(top.get(e["ImageFileFormat"])),
+        dose_fractions_output_format=r.as_str(top.get(e["DoseFractionsOutputFormat"])),
+        autoloader_slot=r.as_int(top.get(e["AutoloaderSlot"])),
+        autoloader_description=r.as_str(top.get(e["AutoloaderDescription"])),
+        grid_type=r.as_str(sample.get(e["GridType"])),
+        grid_geometry=r.as_str(sample.get(e["GridGeometry"])),
+        hole_size_m=r.as_float(holes.get(e["HoleSize"])),
+        hole_spacing_m=r.as_float(holes.get(e["HoleSpacing"])),
+        sample_start_time=r.as_datetime(sample.get(e["StartDateTime"])),
         sample_end_time=end,
         template_pixel_size_m=template_pixel,
         template_areas=areas,
@@ -630,19 +717,18 @@ def _parse_session(r: Reader, info: EpuPath, path_map: PathMap | None) -> Parsed
 def _foilhole_from_dm(
     r: Reader, ns: str, key: Element, value: Element, gridsquare_id: str, session_root: str | None
 ) -> FoilHoleData:
-    def e(name: str) -> str:
-        return q(ns, name)
+    e = _EPU_TAGS[ns]
 
     hk = r.kids(value)
     fh_id = r.as_str(hk.get(_T_ID)) or r.require(key, key, "key")
-    parent = r.as_str(hk.get(e("GridSquareId"))) or gridsquare_id
+    parent = r.as_str(hk.get(e["GridSquareId"])) or gridsquare_id
     if parent != gridsquare_id:
         raise r.malformed(f"foil hole {fh_id} says grid square {parent}, file is {gridsquare_id}", value)
-    cx, cy = _point(r, hk.get(e("PixelCenter")))
-    w, h = _size(r, hk.get(e("PixelWidthHeight")))
+    cx, cy = _point(r, hk.get(e["PixelCenter"]))
+    w, h = _size(r, hk.get(e["PixelWidthHeight"]))
     micrographs: list[str] = []
-    for _, pa in r.pairs(hk.get(e("ParticleAcquisitions"))):
-        base = r.as_str(r.kids(r.kids(pa).get(e("Image"))).get(_T_BASE))
+    for _, pa in r.pairs(hk.get(e["ParticleAcquisitions"])):
+        base = r.as_str(r.kids(r.kids(pa).get(e["Image"])).get(_T_BASE))
         if base:
             micrographs.append(base)
     return FoilHoleData(
@@ -653,13 +739,13 @@ def _foilhole_from_dm(
         y_location_px=cy,
         width_px=w,
         height_px=h,
-        stage_position=_stage(r, hk.get(e("StagePosition"))),
-        is_near_grid_bar=r.as_bool(hk.get(e("IsNearGridBar"))),
-        selected=r.as_bool(hk.get(e("Selected"))),
-        state=r.as_str(hk.get(e("State"))),
-        quality=r.as_float(hk.get(e("Quality"))),
-        rotation_rad=r.as_float(hk.get(e("Rotation"))),
-        image_base_filename=r.as_str(r.kids(hk.get(e("Image"))).get(_T_BASE)),
+        stage_position=_stage(r, hk.get(e["StagePosition"])),
+        is_near_grid_bar=r.as_bool(hk.get(e["IsNearGridBar"])),
+        selected=r.as_bool(hk.get(e["Selected"])),
+        state=r.as_str(hk.get(e["State"])),
+        quality=r.as_float(hk.get(e["Quality"])),
+        rotation_rad=r.as_float(hk.get(e["Rotation"])),
+        image_base_filename=r.as_str(r.kids(hk.get(e["Image"])).get(_T_BASE)),
         micrograph_ids=micrographs,
     )
 
@@ -668,8 +754,7 @@ def _parse_gridsquare_dm(r: Reader, info: EpuPath, path_map: PathMap | None) -> 
     root = r.root
     ns = _epu_ns(r, root, "GridSquareXml")
 
-    def e(name: str) -> str:
-        return q(ns, name)
+    e = _EPU_TAGS[ns]
 
     top = r.kids(root)
     gs_id = r.require(top.get(_T_ID), root, _T_ID)
@@ -678,7 +763,7 @@ def _parse_gridsquare_dm(r: Reader, info: EpuPath, path_map: PathMap | None) -> 
             f"file name says grid square {info.gridsquare_id}, content says {gs_id}", root, _T_ID
         )
     warnings: list[str] = []
-    shape = r.kids(top.get(e("GridSquareShape")))
+    shape = r.kids(top.get(e["GridSquareShape"]))
     center_x, center_y = _point(r, shape.get(q(NS_SAT, "center")))
     vertices: list[tuple[float, float]] = []
     for point in r.list_items(shape.get(q(NS_SAT, "vertices"))) or list(
@@ -689,15 +774,15 @@ def _parse_gridsquare_dm(r: Reader, info: EpuPath, path_map: PathMap | None) -> 
             vertices.append((px, py))
 
     holes: list[FoilHoleData] = []
-    locations = r.kids(top.get(e("TargetLocations")))
-    efficient = locations.get(e("TargetLocationsEfficient"))
+    locations = r.kids(top.get(e["TargetLocations"]))
+    efficient = locations.get(e["TargetLocationsEfficient"])
     session_root = info.session_root
     if efficient is not None and not r.is_nil(r.deref(efficient)):
         for key, value in r.pairs(efficient):
             if value is not None:
                 holes.append(_foilhole_from_dm(r, ns, key, value, gs_id, session_root))
     else:
-        fallback = locations.get(e("TargetLocations"))
+        fallback = locations.get(e["TargetLocations"])
         if fallback is not None and not r.is_nil(r.deref(fallback)):
             # Lacey grids (unconfirmed on real files): holes said to sit under
             # TargetLocations/TargetLocations.
@@ -717,16 +802,16 @@ def _parse_gridsquare_dm(r: Reader, info: EpuPath, path_map: PathMap | None) -> 
     square = GridSquareData(
         gridsquare_id=gs_id,
         session_root=session_root,
-        atlas_node_id=r.as_int(top.get(e("AtlasNodeId"))),
-        state=r.as_str(top.get(e("State"))),
-        selected=r.as_bool(top.get(e("Selected"))),
-        unusable=r.as_bool(top.get(e("Unusable"))),
-        order=r.as_int(top.get(e("Order"))),
-        rotation_rad=r.as_float(top.get(e("Rotation"))),
-        stage_position=_stage(r, top.get(e("Position"))),
-        hole_spacing_m=r.as_float(top.get(e("HoleSpacing"))),
-        image_base_filename=r.as_str(r.kids(top.get(e("Image"))).get(_T_BASE)),
-        image_path=r.as_str(top.get(e("GridSquareImagePath"))),
+        atlas_node_id=r.as_int(top.get(e["AtlasNodeId"])),
+        state=r.as_str(top.get(e["State"])),
+        selected=r.as_bool(top.get(e["Selected"])),
+        unusable=r.as_bool(top.get(e["Unusable"])),
+        order=r.as_int(top.get(e["Order"])),
+        rotation_rad=r.as_float(top.get(e["Rotation"])),
+        stage_position=_stage(r, top.get(e["Position"])),
+        hole_spacing_m=r.as_float(top.get(e["HoleSpacing"])),
+        image_base_filename=r.as_str(r.kids(top.get(e["Image"])).get(_T_BASE)),
+        image_path=r.as_str(top.get(e["GridSquareImagePath"])),
         outline_center_x_px=center_x,
         outline_center_y_px=center_y,
         outline_vertices_px=vertices,
@@ -827,22 +912,21 @@ def _atlas_from_session(
 ) -> tuple[AtlasData, list[GridSquareData]]:
     """Read an ``AtlasSessionXml``-shaped element (``Atlas.dm`` root, or embedded in a screening session)."""
 
-    def g(name: str) -> str:
-        return q(NS_GA, name)
+    g = _GA_TAGS
 
     top = r.kids(session)
     atlas_id = r.require(top.get(_T_ID), session, _T_ID)
-    atlas = r.kids(top.get(g("Atlas")))
-    image_ref = r.kids(atlas.get(g("AtlasImageReference")))
-    alignment = r.kids(atlas.get(g("AtlasAlignmentTransformation")))
+    atlas = r.kids(top.get(g["Atlas"]))
+    image_ref = r.kids(atlas.get(g["AtlasImageReference"]))
+    alignment = r.kids(atlas.get(g["AtlasAlignmentTransformation"]))
     tiles: list[AtlasTileData] = []
     squares: list[GridSquareData] = []
-    for tile_el in r.list_items(atlas.get(g("TilesEfficient"))):
+    for tile_el in r.list_items(atlas.get(g["TilesEfficient"])):
         tk = r.kids(tile_el)
         tile_id = r.require(tk.get(_T_ID), tile_el, _T_ID)
-        px, py = _point(r, tk.get(g("AtlasPixelPosition")))
-        pw, ph = _size(r, tk.get(g("AtlasPixelPosition")))
-        ref = r.kids(tk.get(g("TileImageReference")))
+        px, py = _point(r, tk.get(g["AtlasPixelPosition"]))
+        pw, ph = _size(r, tk.get(g["AtlasPixelPosition"]))
+        ref = r.kids(tk.get(g["TileImageReference"]))
         base = r.as_str(ref.get(_T_BASE))
         index = None
         if base:
@@ -850,28 +934,28 @@ def _atlas_from_session(
             if len(fields) == 4 and fields[2].isdigit():
                 index = int(fields[2])
         positions: list[AtlasTileGridSquarePositionData] = []
-        for key, node in r.pairs(tk.get(g("Nodes"))):
+        for key, node in r.pairs(tk.get(g["Nodes"])):
             gs_id = r.require(key, key, "key")
             if node is None:
                 warnings.append(f"atlas node {gs_id} on tile {tile_id} is nil")
                 continue
             nk = r.kids(node)
-            where = r.kids(nk.get(g("PositionOnTheAtlas")))
+            where = r.kids(nk.get(g["PositionOnTheAtlas"]))
             cx, cy = _point(r, where.get(q(NS_GAD, "Center")))
             sw, sh = _size(r, where.get(q(NS_GAD, "Size")))
             phys_x, phys_y = _point(r, where.get(q(NS_GAD, "Physical")))
             phys_w, phys_h = _size(r, where.get(q(NS_GAD, "Physical")))
             tile_pos: tuple[float | None, float | None, float | None, float | None] = (None, None, None, None)
-            for tp in r.list_items(nk.get(g("TilePositions"))):
+            for tp in r.list_items(nk.get(g["TilePositions"])):
                 tpk = r.kids(tp)
-                if r.as_str(tpk.get(g("TileId"))) == tile_id:
-                    node_pos = r.kids(tpk.get(g("NodePosition")))
+                if r.as_str(tpk.get(g["TileId"])) == tile_id:
+                    node_pos = r.kids(tpk.get(g["NodePosition"]))
                     tile_pos = (
                         *_point(r, node_pos.get(q(NS_GAD, "Center"))),
                         *_size(r, node_pos.get(q(NS_GAD, "Size"))),
                     )
                     break
-            category = r.as_str(nk.get(g("Category")))
+            category = r.as_str(nk.get(g["Category"]))
             squares.append(
                 GridSquareData(
                     gridsquare_id=gs_id,
@@ -888,8 +972,8 @@ def _atlas_from_session(
                     atlas_rotation_rad=r.as_float(where.get(q(NS_GAD, "Rotation"))),
                     atlas_quality=r.as_float(where.get(q(NS_GAD, "Quality"))),
                     atlas_category=category,
-                    atlas_stage_position=_stage(r, nk.get(g("StagePosition"))),
-                    aligned_stage_position=_stage(r, nk.get(g("AlignedStagePosition"))),
+                    atlas_stage_position=_stage(r, nk.get(g["StagePosition"])),
+                    aligned_stage_position=_stage(r, nk.get(g["AlignedStagePosition"])),
                 )
             )
             if cx is None or cy is None or sw is None or sh is None:
@@ -922,7 +1006,7 @@ def _atlas_from_session(
                 position_y_px=_int_or_none(py),
                 width_px=_int_or_none(pw),
                 height_px=_int_or_none(ph),
-                stage_position=_stage(r, tk.get(g("StagePosition"))),
+                stage_position=_stage(r, tk.get(g["StagePosition"])),
                 base_filename=base,
                 file_format=r.as_str(ref.get(_T_FORMAT)),
                 tile_index=index,
@@ -932,11 +1016,11 @@ def _atlas_from_session(
     data = AtlasData(
         atlas_id=atlas_id,
         atlas_path=atlas_path,
-        name=r.as_str(top.get(g("Name"))) or "Atlas",
-        description=r.as_str(top.get(g("Description"))),
-        start_time=r.as_datetime(top.get(g("StartDateTime"))),
-        acquisition_datetime=r.as_datetime(atlas.get(g("AcquisitionDateTime"))),
-        storage_folder=r.as_str(top.get(g("StorageFolder"))),
+        name=r.as_str(top.get(g["Name"])) or "Atlas",
+        description=r.as_str(top.get(g["Description"])),
+        start_time=r.as_datetime(top.get(g["StartDateTime"])),
+        acquisition_datetime=r.as_datetime(atlas.get(g["AcquisitionDateTime"])),
+        storage_folder=r.as_str(top.get(g["StorageFolder"])),
         image_base_filename=r.as_str(image_ref.get(_T_BASE)),
         image_file_format=r.as_str(image_ref.get(_T_FORMAT)),
         alignment_rotation_rad=r.as_float(alignment.get(q(NS_AA, "Rotation"))),
@@ -961,18 +1045,17 @@ def _parse_sample(r: Reader, info: EpuPath, path_map: PathMap | None) -> ParsedS
     if root.tag != q(NS_SCR, "SampleXml"):
         raise r.malformed(f"expected root SampleXml, found {local_name(str(root.tag))}", root)
 
-    def s(name: str) -> str:
-        return q(NS_SCR, name)
+    s = _SCR_TAGS
 
     top = r.kids(root)
     sample = SampleData(
         sample_id=r.require(top.get(_T_ID), root, _T_ID),
-        name=r.as_str(top.get(s("Name"))),
-        slot_id=r.as_int(top.get(s("SlotId"))),
-        atlas_acquisition_status=r.as_str(top.get(s("AtlasAcquisitionStatus"))),
-        acquired_atlas_available=r.as_bool(top.get(s("AcquiredAtlasAvailable"))),
-        specimen_carrier_type=r.as_str(top.get(s("SpecimenCarrierType"))),
-        storage_folder=r.as_str(top.get(s("AtlasSessionStorageFolder"))),
+        name=r.as_str(top.get(s["Name"])),
+        slot_id=r.as_int(top.get(s["SlotId"])),
+        atlas_acquisition_status=r.as_str(top.get(s["AtlasAcquisitionStatus"])),
+        acquired_atlas_available=r.as_bool(top.get(s["AcquiredAtlasAvailable"])),
+        specimen_carrier_type=r.as_str(top.get(s["SpecimenCarrierType"])),
+        storage_folder=r.as_str(top.get(s["AtlasSessionStorageFolder"])),
         atlas_path=str(Path(info.atlas_root) / "Atlas.dm") if info.atlas_root else None,
     )
     return ParsedSample(path=info.path, epu_path=info, sample=sample)
@@ -983,28 +1066,27 @@ def _parse_screening(r: Reader, info: EpuPath, path_map: PathMap | None) -> Pars
     if root.tag != q(NS_SCR, "ScreeningSessionXml"):
         raise r.malformed(f"expected root ScreeningSessionXml, found {local_name(str(root.tag))}", root)
 
-    def s(name: str) -> str:
-        return q(NS_SCR, name)
+    s = _SCR_TAGS
 
     top = r.kids(root)
     warnings: list[str] = []
     samples: dict[int, str] = {}
-    outer = r.kids(top.get(s("Samples")))
+    outer = r.kids(top.get(s["Samples"]))
     for key, value in r.pairs(outer.get(q(NS_GA, "Samples"))):
         slot = r.as_int(key)
         file_name = r.as_str(r.kids(value).get(_T_FILENAME)) if value is not None else None
         if slot is not None and file_name:
             samples[slot] = file_name
-    embedded = top.get(s("AtlasSession"))
+    embedded = top.get(s["AtlasSession"])
     atlas = None
     if embedded is not None and not r.is_nil(r.deref(embedded)):
         atlas_path = str(Path(info.atlas_root) / "Atlas" / "Atlas.dm") if info.atlas_root else None
         atlas, _ = _atlas_from_session(r, r.deref(embedded), atlas_path, warnings)
     screening = ScreeningSessionData(
         screening_id=r.require(top.get(_T_ID), root, _T_ID),
-        name=r.as_str(top.get(s("Name"))),
-        start_time=r.as_datetime(top.get(s("StartDateTime"))),
-        storage_folder=r.as_str(top.get(s("StorageFolder"))),
+        name=r.as_str(top.get(s["Name"])),
+        start_time=r.as_datetime(top.get(s["StartDateTime"])),
+        storage_folder=r.as_str(top.get(s["StorageFolder"])),
         samples=samples,
         atlas=atlas,
     )

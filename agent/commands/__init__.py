@@ -35,7 +35,9 @@ def load_command_module(name: str) -> CommandModule | None:
     try:
         module: ModuleType = importlib.import_module(f"agent.commands.{name}")
     except ModuleNotFoundError as exc:
-        if exc.name and (exc.name == f"agent.commands.{name}" or not exc.name.startswith(("agent", "converters"))):
+        if exc.name and (
+            exc.name == f"agent.commands.{name}" or not exc.name.startswith(("agent", "converters"))
+        ):
             return None
         raise
     return cast(CommandModule, module)

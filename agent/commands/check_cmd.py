@@ -41,11 +41,12 @@ class CheckResult:
         return f"[{mark}] {self.name}: {self.detail}"
 
 
-def _http(settings: Settings) -> httpx.Client:
+def _http(settings: Settings, auth: httpx.Auth | None = None) -> httpx.Client:
     return httpx.Client(
         base_url=settings.backend.url,
         timeout=httpx.Timeout(10.0, connect=settings.backend.connect_timeout_s),
         verify=backend_verify(settings.backend),
+        auth=auth,
     )
 
 
@@ -58,7 +59,9 @@ def check_backend(settings: Settings) -> CheckResult:
         return CheckResult("backend reachable", False, f"{settings.backend.url}: {type(exc).__name__}: {exc}")
     if resp.status_code != 200:
         return CheckResult("backend reachable", False, f"GET /status answered {resp.status_code}")
-    return CheckResult("backend reachable", True, f"{settings.backend.url} (status {resp.json().get('status')})")
+    return CheckResult(
+        "backend reachable", True, f"{settings.backend.url} (status {resp.json().get('status')})"
+    )
 
 
 def check_auth(settings: Settings) -> CheckResult:
@@ -68,8 +71,8 @@ def check_auth(settings: Settings) -> CheckResult:
     except ConfigError as exc:
         return CheckResult("backend authentication", False, str(exc))
     try:
-        with _http(settings) as http:
-            resp = http.get("/acquisitions", auth=auth) if auth is not None else http.get("/acquisitions")
+        with _http(settings, auth) as http:
+            resp = http.get("/acquisitions")
     except httpx.HTTPError as exc:
         return CheckResult("backend authentication", False, f"{type(exc).__name__}: {exc}")
     kind = "no credentials configured" if auth is None else type(auth).__name__
@@ -87,18 +90,23 @@ def check_session(settings: Settings) -> CheckResult:
     path = f"/agent/{settings.agent_id}/session/{settings.session_id}/instructions/stream"
     try:
         auth = backend_auth(settings.backend)
-        with _http(settings) as http, http.stream(
-            "GET", path, headers={"Accept": "text/event-stream"}, **({"auth": auth} if auth else {})
-        ) as resp:
+        with (
+            _http(settings, auth) as http,
+            http.stream("GET", path, headers={"Accept": "text/event-stream"}) as resp,
+        ):
             if resp.status_code != 200:
                 return CheckResult("agent session", False, f"stream answered {resp.status_code}")
             for line in resp.iter_lines():
                 if line.startswith("data:"):
                     data: dict[str, Any] = json.loads(line[5:].strip())
                     if data.get("type") == "connection":
-                        return CheckResult("agent session", True, f"{settings.session_id} accepts agent {settings.agent_id}")
+                        return CheckResult(
+                            "agent session", True, f"{settings.session_id} accepts agent {settings.agent_id}"
+                        )
                     return CheckResult(
-                        "agent session", False, f"{data.get('error', data.get('type'))}: {data.get('message', '')}"
+                        "agent session",
+                        False,
+                        f"{data.get('error', data.get('type'))}: {data.get('message', '')}",
                     )
     except (httpx.HTTPError, ConfigError, ValueError) as exc:
         return CheckResult("agent session", False, f"{type(exc).__name__}: {exc}")
@@ -138,7 +146,9 @@ def check_device(settings: Settings) -> CheckResult:
     """The configured microscope backend is usable."""
     device = settings.device
     if device.backend == "none":
-        return CheckResult("device", True, "no device configured: device instructions are declined", skipped=True)
+        return CheckResult(
+            "device", True, "no device configured: device instructions are declined", skipped=True
+        )
     if device.backend == "simulator":
         return CheckResult("device", True, "simulated SEM (no hardware)")
     if not device.url:
@@ -158,7 +168,9 @@ def check_decisions(settings: Settings) -> CheckResult:
     """The Athena decision service answers ``GET /api/v1/Athena/Status``."""
     url = settings.device.athena_url
     if not url:
-        return CheckResult("decision service", True, "not configured: reorder/skip are declined", skipped=True)
+        return CheckResult(
+            "decision service", True, "not configured: reorder/skip are declined", skipped=True
+        )
     try:
         resp = httpx.get(url.rstrip("/") + "/api/v1/Athena/Status", timeout=10.0)
     except httpx.HTTPError as exc:
@@ -185,12 +197,18 @@ def run_checks(settings: Settings) -> list[CheckResult]:
         try:
             results.append(check(settings))
         except Exception as exc:  # a preflight reports, it does not crash
-            results.append(CheckResult(check.__name__.removeprefix("check_"), False, f"{type(exc).__name__}: {exc}"))
+            results.append(
+                CheckResult(check.__name__.removeprefix("check_"), False, f"{type(exc).__name__}: {exc}")
+            )
     return results
 
 
 def _check(args: argparse.Namespace) -> int:
-    flags: dict[str, Any] = {"backend.url": args.backend, "session_id": args.session_id, "agent_id": args.agent_id}
+    flags: dict[str, Any] = {
+        "backend.url": args.backend,
+        "session_id": args.session_id,
+        "agent_id": args.agent_id,
+    }
     if args.watch is not None:
         flags["ingest.watch_dir"] = args.watch
     settings = settings_from_args(args, flags)
@@ -208,7 +226,9 @@ def _check(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``check``."""
-    parser = subparsers.add_parser("check", help="preflight: test backend, auth, session, folders and devices")
+    parser = subparsers.add_parser(
+        "check", help="preflight: test backend, auth, session, folders and devices"
+    )
     add_config_argument(parser)
     parser.add_argument("--backend", default=None, metavar="URL")
     parser.add_argument("--agent-id", default=None)

@@ -57,7 +57,9 @@ def _print(out: TextIO, text: str) -> None:
 
 
 def _progress(state: DemoState, expected: dict[str, int]) -> str:
-    got = " ".join(f"{k}={state.counts.get(k, 0)}/{expected[k]}" for k in ("gridsquare", "foilhole", "micrograph"))
+    got = " ".join(
+        f"{k}={state.counts.get(k, 0)}/{expected[k]}" for k in ("gridsquare", "foilhole", "micrograph")
+    )
     acked = sum(1 for i in state.instructions if i in state.acks)
     return (
         f"[{time.monotonic() - state.started:5.1f}s] files {state.files_written}/{state.files_total}  "
@@ -78,7 +80,7 @@ def _summary(state: DemoState, expected: dict[str, int], history: list[dict[str,
     for row in history:
         rtt = row.get("_rtt_ms")
         rtt_text = f"{rtt:.0f} ms" if isinstance(rtt, float) else "-"
-        lines.append(f"{row['instruction_type']:<34}{str(row.get('ack_status') or 'none'):>12}{rtt_text:>12}")
+        lines.append(f"{row['instruction_type']:<34}{row.get('ack_status') or 'none'!s:>12}{rtt_text:>12}")
     acked = sum(1 for i in state.instructions if i in state.acks)
     lines.append("-" * 58)
     lines.append(f"instructions issued {len(state.instructions)}, acknowledged {acked}")
@@ -95,13 +97,14 @@ async def run_demo(
 
     work = Path(tempfile.mkdtemp(prefix="em-agent-demo-"))
     log_file = work / "agent.jsonl"
-    with open(os.devnull, "w", encoding="utf-8") as devnull:
+    with Path(os.devnull).open("w", encoding="utf-8") as devnull:  # noqa: ASYNC230 - opening /dev/null cannot block
         # The agent's JSON log goes to a file; the console shows the progress lines.
         configure_logging(LoggingConfig(level="INFO", file=log_file), stream=devnull)
         server = BackendServer(work / "backend.sqlite3", port=0).start()
         try:
-            return await _run(server, work, seed, duration_s, timeout_s, out, GeneratorConfig, SessionGenerator,
-                              TimingMode)
+            return await _run(
+                server, work, seed, duration_s, timeout_s, out, GeneratorConfig, SessionGenerator, TimingMode
+            )
         finally:
             server.stop()
             _print(out, f"agent log: {log_file}" if keep else "")
@@ -109,7 +112,7 @@ async def run_demo(
                 shutil.rmtree(work, ignore_errors=True)
 
 
-async def _run(  # noqa: PLR0913 - the testbed classes are passed in because they are imported lazily
+async def _run(
     server: Any,
     work: Path,
     seed: int,
@@ -146,7 +149,10 @@ async def _run(  # noqa: PLR0913 - the testbed classes are passed in because the
     ).as_dict()
     state = DemoState(files_total=generator.total)
     _print(out, f"em-agent demo: backend {server.url}, session {session_id}")
-    _print(out, f"writing a simulated EPU session ({generator.total} file writes over ~{duration_s:.0f} s) to {epu_dir}")
+    _print(
+        out,
+        f"writing a simulated EPU session ({generator.total} file writes over ~{duration_s:.0f} s) to {epu_dir}",
+    )
     _print(out, "expected entities: " + ", ".join(f"{k} {v}" for k, v in expected.items()))
 
     comp = compose(settings)
@@ -177,7 +183,9 @@ async def _run(  # noqa: PLR0913 - the testbed classes are passed in because the
             await asyncio.sleep(1.0)
             state.counts = await asyncio.to_thread(server.counts)
             history = await asyncio.to_thread(server.instructions, session_id)
-            state.acks = {row["instruction_id"]: row["ack_status"] for row in history if row.get("ack_status")}
+            state.acks = {
+                row["instruction_id"]: row["ack_status"] for row in history if row.get("ack_status")
+            }
             _print(out, _progress(state, expected))
             entities_ok = all(state.counts.get(k, 0) == v for k, v in expected.items())
             acks_ok = instr_task.done() and all(i in state.acks for i in state.instructions)
@@ -193,8 +201,12 @@ async def _run(  # noqa: PLR0913 - the testbed classes are passed in because the
         code = await daemon_task
         await comp.close()
     if not ok:
-        _print(out, "demo timed out before the backend matched the manifest" if not daemon_task.done() or code == 0
-               else f"agent exited with code {code}")
+        _print(
+            out,
+            "demo timed out before the backend matched the manifest"
+            if not daemon_task.done() or code == 0
+            else f"agent exited with code {code}",
+        )
     for row in history:
         row["_rtt_ms"] = _round_trip_ms(row)
     _print(out, _summary(state, expected, history, ok and code == 0))
@@ -214,7 +226,9 @@ def _round_trip_ms(row: dict[str, Any]) -> float | None:
 
 def _demo(args: argparse.Namespace) -> int:
     return asyncio.run(
-        run_demo(seed=args.seed, duration_s=args.duration, timeout_s=args.timeout, keep=args.keep, out=sys.stdout)
+        run_demo(
+            seed=args.seed, duration_s=args.duration, timeout_s=args.timeout, keep=args.keep, out=sys.stdout
+        )
     )
 
 
@@ -227,7 +241,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "of the simulated session and every instruction was acknowledged.",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated session")
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds over which the session is written")
+    parser.add_argument(
+        "--duration", type=float, default=20.0, help="seconds over which the session is written"
+    )
     parser.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (EPU files, logs, state)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary folder (EPU files, logs, state)"
+    )
     parser.set_defaults(func=_demo)

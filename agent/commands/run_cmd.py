@@ -162,7 +162,7 @@ def _compose_instructions(
     if settings.device.athena_url:
         from agent.devices.athena import AthenaClient
 
-        decisions = AthenaClient(settings.device.athena_url, session_id=settings.device.athena_session_id)
+        decisions = AthenaClient(settings.device.athena_url)
     service = build_service(
         settings.instructions,
         db,
@@ -285,7 +285,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--watch", type=Path, default=None, metavar="DIR", help="EPU output folder to watch")
     parser.add_argument("--backend", default=None, metavar="URL", help="SmartEM-compatible backend URL")
     parser.add_argument("--agent-id", default=None, metavar="ID", help="this agent's id")
-    parser.add_argument("--session-id", default=None, metavar="ID", help="agent session id (enables instructions)")
+    parser.add_argument(
+        "--session-id", default=None, metavar="ID", help="agent session id (enables instructions)"
+    )
     parser.add_argument("--state-dir", type=Path, default=None, metavar="DIR", help="durable state folder")
     parser.add_argument(
         "--device", choices=["none", "simulator", "semphony"], default=None, help="microscope backend"

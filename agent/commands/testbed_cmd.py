@@ -16,7 +16,9 @@ def _missing(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``testbed`` command group."""
-    parser = subparsers.add_parser("testbed", help="local stand-ins: backend, EPU session generator, operator CLI")
+    parser = subparsers.add_parser(
+        "testbed", help="local stand-ins: backend, EPU session generator, operator CLI"
+    )
     group = parser.add_subparsers(dest="testbed_command", metavar="TOOL", required=True)
     try:
         from testbed.cli_backend import register as register_backend

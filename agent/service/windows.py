@@ -16,7 +16,9 @@ from typing import Any
 
 SERVICE_NAME = "em-agent"
 SERVICE_DISPLAY_NAME = "em-agent (EPU ingest and SmartEM instructions)"
-SERVICE_DESCRIPTION = "Watches the EPU output folder, posts it to the SmartEM backend and executes its instructions."
+SERVICE_DESCRIPTION = (
+    "Watches the EPU output folder, posts it to the SmartEM backend and executes its instructions."
+)
 CONFIG_REGISTRY_VALUE = "ConfigFile"
 
 
@@ -26,7 +28,9 @@ class WindowsServiceUnavailable(RuntimeError):
 
 def _win32() -> tuple[Any, Any, Any, Any]:
     if sys.platform != "win32":
-        raise WindowsServiceUnavailable("Windows services are only available on Windows; use systemd on Linux")
+        raise WindowsServiceUnavailable(
+            "Windows services are only available on Windows; use systemd on Linux"
+        )
     try:
         import servicemanager
         import win32event
@@ -73,7 +77,9 @@ def run_service_main(config_file: Path | None, bridge: StopBridge) -> int:
 def _service_class() -> type:  # pragma: no cover - Windows only
     win32serviceutil, win32service, win32event, servicemanager = _win32()
 
-    class EmAgentService(win32serviceutil.ServiceFramework):  # type: ignore[misc]
+    framework: Any = win32serviceutil.ServiceFramework
+
+    class EmAgentService(framework):  # type: ignore[misc]
         _svc_name_ = SERVICE_NAME
         _svc_display_name_ = SERVICE_DISPLAY_NAME
         _svc_description_ = SERVICE_DESCRIPTION

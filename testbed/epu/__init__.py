@@ -6,6 +6,7 @@
 * :mod:`testbed.epu.recording` reads and writes epuplayer recordings, replays them, and records live folders.
 """
 
+from testbed.epu.compare import ManifestDiff, compare_with_backend, compare_with_files
 from testbed.epu.generator import (
     GeneratorConfig,
     SessionGenerator,
@@ -28,27 +29,36 @@ from testbed.epu.manifest import (
     ManifestTileSquarePosition,
 )
 from testbed.epu.plan import PRESETS, PresetSpec, SessionPlan, plan_session
+from testbed.epu.recording import EPUEvent, Recorder, Recording, RecordingError, Replayer
 
 __all__ = [
     "KINDS",
     "MANIFEST_NAME",
     "PRESETS",
+    "EPUEvent",
     "GeneratorConfig",
     "Manifest",
     "ManifestAcquisition",
     "ManifestAtlas",
     "ManifestAtlasTile",
     "ManifestCounts",
+    "ManifestDiff",
     "ManifestFoilHole",
     "ManifestGrid",
     "ManifestGridSquare",
     "ManifestMicrograph",
     "ManifestTileSquarePosition",
     "PresetSpec",
+    "Recorder",
+    "Recording",
+    "RecordingError",
+    "Replayer",
     "SessionGenerator",
     "SessionPlan",
     "TimingMode",
     "WriteEvent",
+    "compare_with_backend",
+    "compare_with_files",
     "generate",
     "plan_session",
 ]

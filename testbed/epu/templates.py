@@ -1,4 +1,3 @@
-# ruff: noqa: E501  -- XML templates: one element per line reads better than wrapped f-string fragments.
 """Render the files of a :class:`~testbed.epu.plan.SessionPlan` as EPU writes them.
 
 Every ``.dm`` and image XML is produced here from our own templates, following the structure documented in

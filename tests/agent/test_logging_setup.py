@@ -68,7 +68,9 @@ def test_token_never_appears_in_message_exception_or_header() -> None:
 
 def test_unregistered_bearer_and_secret_keys_are_masked() -> None:
     redactor = Redactor()
-    rec = logging.LogRecord("x", logging.INFO, "f", 1, "got Bearer abc.def.ghi from client_secret=s3cr3tvalue", None, None)
+    rec = logging.LogRecord(
+        "x", logging.INFO, "f", 1, "got Bearer abc.def.ghi from client_secret=s3cr3tvalue", None, None
+    )
     rec.api_key = "k-123456789"
     data = record_to_dict(rec, redactor)
     assert "abc.def.ghi" not in json.dumps(data)

@@ -57,7 +57,7 @@ def test_secret_from_env_is_masked_and_redacted(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_secret_on_command_line_is_refused() -> None:
-    with pytest.raises(ConfigError, match="backend.token is a secret"):
+    with pytest.raises(ConfigError, match=r"backend\.token is a secret"):
         load_settings(None, {"backend": {"token": SECRET}})
 
 

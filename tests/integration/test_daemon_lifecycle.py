@@ -35,7 +35,18 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def _start(tmp_path: Path, url: str, watch: Path, session: str | None, **extra: str) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "agent.cli", "run", "--backend", url, "--watch", str(watch), "--agent-id", AGENT]
+    cmd = [
+        sys.executable,
+        "-m",
+        "agent.cli",
+        "run",
+        "--backend",
+        url,
+        "--watch",
+        str(watch),
+        "--agent-id",
+        AGENT,
+    ]
     if session:
         cmd += ["--session-id", session]
     log_path = tmp_path / f"agent-{time.monotonic_ns()}.log"
@@ -80,7 +91,9 @@ def test_sd_notify_ready_status_watchdog_stopping(tmp_path: Path) -> None:
     watch = tmp_path / "epu"
     watch.mkdir()
     with BackendServer(tmp_path / "b.sqlite3", port=0) as backend:
-        proc = _start(tmp_path, backend.url, watch, None, NOTIFY_SOCKET=str(sock_path), WATCHDOG_USEC="400000")
+        proc = _start(
+            tmp_path, backend.url, watch, None, NOTIFY_SOCKET=str(sock_path), WATCHDOG_USEC="400000"
+        )
         try:
             seen: list[str] = []
             deadline = time.monotonic() + 30
@@ -123,7 +136,8 @@ def test_sigterm_during_burst_drains_within_bound_and_second_run_completes(tmp_p
         assert code == 0, stderr[-3000:]
         assert elapsed < 30, f"shutdown took {elapsed:.1f} s"
         events = [e["event"] for e in _events(stderr)]
-        assert "agent.stopping" in events and "agent.stopped" in events
+        assert "agent.stopping" in events
+        assert "agent.stopped" in events
         # Whatever was not posted before the stop is in the durable outbox: a second run finishes the job.
         proc = _start(tmp_path, backend.url, watch, session)
         try:
@@ -166,8 +180,13 @@ def test_log_shipping_to_failing_backend_never_blocks_ingest(tmp_path: Path) -> 
         session = backend.create_session(AGENT)
         backend.fail_next(1_000_000, status=503, path_prefix=f"/agent/{AGENT}/session/{session}/logs")
         proc = _start(
-            tmp_path, backend.url, watch, session,
-            EM_AGENT_LOGGING__SHIP="true", EM_AGENT_LOGGING__SHIP_INTERVAL_S="0.2", EM_AGENT_LOGGING__SHIP_BUFFER="50",
+            tmp_path,
+            backend.url,
+            watch,
+            session,
+            EM_AGENT_LOGGING__SHIP="true",
+            EM_AGENT_LOGGING__SHIP_INTERVAL_S="0.2",
+            EM_AGENT_LOGGING__SHIP_BUFFER="50",
         )
         try:
             _wait_ready(proc)

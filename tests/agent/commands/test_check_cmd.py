@@ -29,8 +29,19 @@ def test_all_checks_pass(backend: BackendServer, tmp_path: Path, capsys: pytest.
     session = backend.create_session("agent-1")
     watch = tmp_path / "epu"
     watch.mkdir()
-    code = main(["check", "--backend", backend.url, "--agent-id", "agent-1", "--session-id", session,
-                 "--watch", str(watch)])
+    code = main(
+        [
+            "check",
+            "--backend",
+            backend.url,
+            "--agent-id",
+            "agent-1",
+            "--session-id",
+            session,
+            "--watch",
+            str(watch),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "[ OK ] backend reachable" in out
@@ -43,12 +54,24 @@ def test_failures_are_reported_one_line_each(
     backend: BackendServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     session = backend.create_session("agent-1")
-    code = main(["check", "--backend", backend.url, "--agent-id", "someone-else", "--session-id", session,
-                 "--watch", str(tmp_path / "missing")])
+    code = main(
+        [
+            "check",
+            "--backend",
+            backend.url,
+            "--agent-id",
+            "someone-else",
+            "--session-id",
+            session,
+            "--watch",
+            str(tmp_path / "missing"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 1
     assert "[FAIL] agent session: session_validation_failed" in out
-    assert "[FAIL] watch folder:" in out and "does not exist" in out
+    assert "[FAIL] watch folder:" in out
+    assert "does not exist" in out
 
 
 def test_unreachable_backend_and_bad_config(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

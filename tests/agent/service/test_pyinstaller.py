@@ -19,10 +19,25 @@ REPO = Path(__file__).resolve().parents[3]
 def test_one_file_build_runs_help(tmp_path: Path) -> None:
     env = dict(os.environ, PYINSTALLER_CONFIG_DIR=str(tmp_path / "cfg"))
     build = subprocess.run(
-        [sys.executable, "-m", "PyInstaller", "--clean", "--noconfirm", "--log-level", "WARN",
-         "--distpath", str(tmp_path / "dist"), "--workpath", str(tmp_path / "work"),
-         str(REPO / "deploy" / "windows" / "em-agent.spec")],
-        cwd=REPO, capture_output=True, text=True, timeout=600, env=env,
+        [
+            sys.executable,
+            "-m",
+            "PyInstaller",
+            "--clean",
+            "--noconfirm",
+            "--log-level",
+            "WARN",
+            "--distpath",
+            str(tmp_path / "dist"),
+            "--workpath",
+            str(tmp_path / "work"),
+            str(REPO / "deploy" / "windows" / "em-agent.spec"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     assert build.returncode == 0, build.stderr[-4000:]
     exe = tmp_path / "dist" / "em-agent"

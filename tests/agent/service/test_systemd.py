@@ -59,8 +59,15 @@ def test_abstract_socket_and_disabled() -> None:
 def test_deploy_unit_matches_packaged_template() -> None:
     shipped = (REPO / "deploy" / "systemd" / "em-agent.service").read_text()
     assert shipped == unit_text("/opt/em-agent/bin/em-agent", Path("/etc/em-agent/config.toml"))
-    for key in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "NoNewPrivileges=yes", "ProtectSystem=strict",
-                "ReadWritePaths=", "PrivateTmp=yes"):
+    for key in (
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ReadWritePaths=",
+        "PrivateTmp=yes",
+    ):
         assert key in shipped
 
 
@@ -74,7 +81,9 @@ def test_install_writes_unit_and_private_env(tmp_path: Path) -> None:
     assert [p.name for p in written] == ["em-agent.service", "em-agent.env"]
     assert (tmp_path / "etc" / "em-agent.env").stat().st_mode & 0o777 == 0o600
     with pytest.raises(FileExistsError):
-        install_unit(executable="x", config_file=Path("y"), unit_dir=tmp_path / "units", env_file=tmp_path / "e")
+        install_unit(
+            executable="x", config_file=Path("y"), unit_dir=tmp_path / "units", env_file=tmp_path / "e"
+        )
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
@@ -88,7 +97,9 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
         ["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60
     )
     problems = [
-        line for line in (proc.stdout + proc.stderr).splitlines()
+        line
+        for line in (proc.stdout + proc.stderr).splitlines()
         if "em-agent.service" in line and "Documentation" not in line
     ]
-    assert proc.returncode == 0 and not problems, proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not problems, problems

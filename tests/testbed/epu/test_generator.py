@@ -13,7 +13,13 @@ import pytest
 from converters import IncompleteFileError, parse_file
 from converters.paths import classify_path
 from testbed.epu import GeneratorConfig, Manifest, SessionGenerator, TimingMode, generate
-from testbed.epu.compare import compare, compare_with_files, expected_records, observe_files
+from testbed.epu.compare import (
+    compare,
+    compare_with_backend,
+    compare_with_files,
+    expected_records,
+    observe_files,
+)
 from testbed.epu.generator import FileOp
 
 
@@ -246,3 +252,75 @@ def test_big_presets_parse_into_the_manifest_sampled(
     )
     assert diff.ok, diff.summary()
     assert diff.compared["micrograph"] > 0
+
+
+def _backend_tree(manifest: Manifest, key: str) -> dict[str, object]:
+    """Entities as the testbed backend returns them (request bodies under ``data``), built from the manifest."""
+    holes = [h for h in manifest.foilholes if h.acquisition_key == key and not h.is_near_grid_bar]
+    squares = [s for s in manifest.gridsquares if s.acquisition_key == key]
+    entities = {
+        "acquisition": [{"uuid": "a", "data": {"uuid": "a", "name": key}}],
+        "grid": [{"uuid": "g", "data": {"uuid": "g", "name": manifest.grids[0].name}}],
+        "atlas": [{"uuid": "at", "data": {"atlas_id": manifest.atlases[0].atlas_id}}],
+        "atlas_tile": [
+            {
+                "uuid": t.tile_id,
+                "data": {
+                    "tile_id": t.tile_id,
+                    "position_x": t.position_x,
+                    "position_y": t.position_y,
+                    "size_x": t.size_x,
+                    "size_y": t.size_y,
+                    "base_filename": t.base_filename,
+                },
+            }
+            for t in manifest.atlas_tiles
+        ],
+        "gridsquare": [
+            {
+                "uuid": s.gridsquare_id,
+                "data": {
+                    "gridsquare_id": s.gridsquare_id,
+                    "selected": s.selected,
+                    "stage_position_x": s.stage_position_x,
+                    "stage_position_y": s.stage_position_y,
+                    "stage_position_z": s.stage_position_z,
+                },
+            }
+            for s in squares
+        ],
+        "foilhole": [
+            {
+                "uuid": h.foilhole_id,
+                "data": {
+                    "foilhole_id": h.foilhole_id,
+                    "gridsquare_id": h.gridsquare_id,
+                    "x_stage_position": h.x_stage_position,
+                    "y_stage_position": h.y_stage_position,
+                    "is_near_grid_bar": False,
+                },
+            }
+            for h in holes
+        ],
+        "micrograph": [
+            {"uuid": m.micrograph_id, "data": {"foilhole_id": m.foilhole_id, "location_id": m.location_id}}
+            for m in manifest.micrographs
+        ],
+    }
+    return {"acquisition_uuid": "a", "entities": entities, "tile_positions": []}
+
+
+def test_compare_with_backend_entities(small: tuple[Path, Manifest]) -> None:
+    _, manifest = small
+    key = manifest.acquisitions[0].acquisition_key
+    tree = _backend_tree(manifest, key)
+    diff = compare_with_backend(manifest, {key: tree})
+    assert diff.ok, diff.summary()
+    assert diff.compared["foilhole"] == 30
+    entities = tree["entities"]
+    assert isinstance(entities, dict)
+    entities["micrograph"].append(entities["micrograph"][0])  # a duplicate post
+    entities["foilhole"].pop()  # a lost hole
+    diff = compare_with_backend(manifest, {key: tree})
+    assert len(diff.missing["foilhole"]) == 1
+    assert len(diff.unexpected["micrograph"]) == 1
