@@ -106,7 +106,6 @@ class ClientCredentialsAuth(httpx.Auth):
             weakref.WeakKeyDictionary()
         )
         self._sync_client: httpx.Client | None = None
-        self._async_client: httpx.AsyncClient | None = None
         self.fetch_count = 0
 
     @classmethod
@@ -223,12 +222,13 @@ class ClientCredentialsAuth(httpx.Auth):
             token = self._valid_token()
             if token is not None:
                 return token
-            if self._async_client is None:
-                self._async_client = httpx.AsyncClient(
-                    transport=self._async_transport, timeout=self._timeout, verify=self._verify
-                )
+            # A client per fetch: an AsyncClient's pool belongs to one event loop, and this auth may serve several
+            # loops over its life (each blocking stream_instructions() call runs its own). Fetches are rare.
             try:
-                response = await self._async_client.post(self.token_url, data=self._form())
+                async with httpx.AsyncClient(
+                    transport=self._async_transport, timeout=self._timeout, verify=self._verify
+                ) as client:
+                    response = await client.post(self.token_url, data=self._form())
             except httpx.HTTPError as exc:
                 raise self._unreachable(exc) from None
             return self._store(response)
@@ -256,17 +256,10 @@ class ClientCredentialsAuth(httpx.Auth):
             yield request
 
     def close(self) -> None:
-        """Close the sync token client."""
+        """Close the sync token client (async fetches use a client per fetch)."""
         if self._sync_client is not None:
             self._sync_client.close()
             self._sync_client = None
-
-    async def aclose(self) -> None:
-        """Close both token clients."""
-        self.close()
-        if self._async_client is not None:
-            await self._async_client.aclose()
-            self._async_client = None
 
 
 __all__ = ["ClientCredentialsAuth", "StaticTokenAuth"]

@@ -306,6 +306,28 @@ class SSEAgentClient:
             self._async_api_loop = loop
         return self._async_api
 
+    async def _close_async_api(self) -> None:
+        api, self._async_api, self._async_api_loop = self._async_api, None, None
+        if api is not None:
+            await api.aclose()
+
+    @contextlib.asynccontextmanager
+    async def _ack_api(self) -> AsyncGenerator[AsyncSmartEMAPIClient, None]:
+        """The streaming loop's API client when acking from that loop, else a temporary one (closed after)."""
+        if self._running and self._loop is asyncio.get_running_loop():
+            yield self._api()
+            return
+        async with AsyncSmartEMAPIClient(
+            self.base_url,
+            timeout=self.timeout,
+            logger=self.logger,
+            auth=self._auth,
+            transport=self._transport,
+            verify=self._verify,
+            retry=RetryPolicy.disabled(),
+        ) as api:
+            yield api
+
     def _sync_client(self) -> SmartEMAPIClient:
         with self._sync_api_lock:
             if self._sync_api is None:
@@ -495,6 +517,7 @@ class SSEAgentClient:
             if heartbeat is not None:
                 await heartbeat.stop()
             await http.aclose()
+            await self._close_async_api()
             self._running = False
             self._async_stop = None
             self._loop = None
@@ -699,7 +722,8 @@ class SSEAgentClient:
             if self._should_wait_for_stream():
                 await self._wait_connected_async(self.ack_connect_wait)
             try:
-                response = await self._api().request(spec, retry=RetryPolicy.disabled())
+                async with self._ack_api() as api:
+                    response = await api.request(spec, retry=RetryPolicy.disabled())
             except BackendError as exc:
                 if tracker.failed(exc) == "done":
                     return tracker.result(self)

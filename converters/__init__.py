@@ -32,6 +32,7 @@ Public API (names are stable; other parts build on them):
   flags).
 * Paths: ``PathMap`` (Windows prefix -> local folder), ``locate_atlas`` (sibling ``atlas/`` trees when
   unmapped).
+* ``validate_folder(dir) -> ValidationReport`` - structural check of an EPU folder (``em-agent validate``).
 * ``EntityConverter``: the six static methods of SmartEM's reference plus ``atlas_tile_to_request`` and
   ``tile_position_to_request``; request models live in ``converters.requests``.
 """
@@ -90,6 +91,7 @@ from converters.paths import (
     parse_micrograph_stem,
     parse_name_timestamp,
 )
+from converters.validate import ValidationReport, validate_folder
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -131,6 +133,7 @@ __all__ = [
     "StagePosition",
     "UnknownFileError",
     "UnsafeFileError",
+    "ValidationReport",
     "Vector2",
     "classify_path",
     "is_newer_foilhole_image",
@@ -141,4 +144,5 @@ __all__ = [
     "parse_micrograph_stem",
     "parse_name_timestamp",
     "provided_fields",
+    "validate_folder",
 ]

@@ -182,11 +182,14 @@ def parse_xml(data: bytes, path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES)
 class Reader:
     """Typed access to one parsed DataContract document; errors name the file and the element."""
 
-    __slots__ = ("_ids", "path", "root")
+    __slots__ = ("_ids", "has_refs", "path", "root")
 
-    def __init__(self, root: Element, path: str | Path) -> None:
+    def __init__(self, root: Element, path: str | Path, *, has_refs: bool = True) -> None:
+        """``has_refs=False`` promises that the document has no ``z:Ref`` (see :func:`mentions_ref`), which lets
+        readers take paths that do not dereference at every step."""
         self.root = root
         self.path = str(path)
+        self.has_refs = has_refs
         self._ids: dict[str, Element] | None = None
 
     # -- errors ----------------------------------------------------------------------------------------------
@@ -387,6 +390,17 @@ class Reader:
 
 KEY = q(NS_GEN, "key")
 VALUE = q(NS_GEN, "value")
+
+
+def mentions_ref(data: bytes) -> bool:
+    """Whether ``data`` may contain a ``Ref`` attribute (``z:Ref="..."``); false positives are harmless."""
+    index = data.find(b"Ref")
+    while index != -1:
+        rest = data[index + 3 : index + 8].lstrip()
+        if rest.startswith(b"="):
+            return True
+        index = data.find(b"Ref", index + 3)
+    return False
 
 
 def assembly_version(root: Element) -> str | None:

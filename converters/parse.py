@@ -37,6 +37,7 @@ from converters._xml import (
     assembly_version,
     load_bytes,
     local_name,
+    mentions_ref,
     parse_xml,
     q,
 )
@@ -277,7 +278,7 @@ def parse_bytes(
 ) -> ParsedFile:
     """Parse the bytes of a file already classified as ``epu_path`` (same errors as :func:`parse_file`)."""
     root = parse_xml(data, epu_path.path, max_bytes)
-    reader = Reader(root, epu_path.path)
+    reader = Reader(root, epu_path.path, has_refs=mentions_ref(data))
     try:
         return _PARSERS[epu_path.kind](reader, epu_path, path_map)
     except MalformedFileError:
@@ -507,26 +508,95 @@ def _fractionation(r: Reader, ns: str | None, local: str, value: Element) -> Fra
     return Fractionation(kind=local or "unknown")
 
 
-def _image_metadata(r: Reader, root: Element) -> ImageMetadata:
-    """Read a ``MicroscopeImage`` root."""
-    if root.tag != _SO_IMAGE:
-        raise r.malformed(f"expected root MicroscopeImage, found {local_name(str(root.tag))}", root)
+_IMAGE_FIELDS = (
+    "uniqueID", "CustomData", "pixelSize", "acquisitionDateTime", "Binning", "CameraSpecificInput", "ExposureTime",
+    "Name", "ReadoutArea", "ApplicationSoftware", "ApplicationSoftwareVersion", "AccelerationVoltage",
+    "ComputerName", "InstrumentID", "InstrumentModel", "BeamShift", "BeamTilt", "Defocus", "EFTEMOn",
+    "EnergySelectionSlitInserted", "EnergySelectionSlitWidth", "ImageShift", "ProbeMode", "SpotIndex",
+    "NominalMagnification", "Position",
+)  # fmt: skip
+_IMAGE_TAGS = tuple(_SO[name] for name in _IMAGE_FIELDS)
+# Names that also occur outside the element we want (plate camera, scanning detector): check the parent.
+_IMAGE_PARENTS = {
+    _SO["Name"]: _SO["camera"],
+    _SO["ExposureTime"]: _SO["camera"],
+    _SO["Binning"]: _SO["camera"],
+    _SO["Position"]: _SO["stage"],
+}
+
+
+def _image_elements_fast(root: Element) -> dict[str, Element]:
+    """The elements ``_image_metadata`` reads, found in one C-level filtered walk (first occurrence wins).
+
+    Creating a Python proxy per visited element is what costs time in lxml; ``iter(*tags)`` filters in C and
+    creates proxies only for the ~30 wanted elements. Valid only for documents without ``z:Ref``.
+    """
+    found: dict[str, Element] = {}
+    for el in root.iter(*_IMAGE_TAGS):
+        tag = str(el.tag)
+        if tag in found:
+            continue
+        parent_tag = _IMAGE_PARENTS.get(tag)
+        if parent_tag is not None:
+            parent = el.getparent()
+            if parent is None or parent.tag != parent_tag:
+                continue
+        found[tag] = el
+    return found
+
+
+def _image_elements_by_path(r: Reader, root: Element) -> dict[str, Element]:
+    """The same elements by explicit paths, dereferencing ``z:Ref`` at every step (documents with refs)."""
     s = _SO
     top = r.kids(root)
     md = r.kids(top.get(s["microscopeData"]))
     acq = r.kids(md.get(s["acquisition"]))
     cam = r.kids(acq.get(s["camera"]))
     optics = r.kids(md.get(s["optics"]))
-    core = r.kids(md.get(s["core"]))
-    instrument = r.kids(md.get(s["instrument"]))
-    pixel = r.kids(r.kids(top.get(s["SpatialScale"])).get(s["pixelSize"]))
+    candidates = {
+        **{s[n]: top.get(s[n]) for n in ("uniqueID", "CustomData")},
+        s["pixelSize"]: r.kids(top.get(s["SpatialScale"])).get(s["pixelSize"]),
+        s["acquisitionDateTime"]: acq.get(s["acquisitionDateTime"]),
+        **{
+            s[n]: cam.get(s[n])
+            for n in ("Binning", "CameraSpecificInput", "ExposureTime", "Name", "ReadoutArea")
+        },
+        **{
+            s[n]: r.kids(md.get(s["core"])).get(s[n])
+            for n in ("ApplicationSoftware", "ApplicationSoftwareVersion")
+        },
+        s["AccelerationVoltage"]: r.kids(md.get(s["gun"])).get(s["AccelerationVoltage"]),
+        **{
+            s[n]: r.kids(md.get(s["instrument"])).get(s[n])
+            for n in ("ComputerName", "InstrumentID", "InstrumentModel")
+        },
+        **{
+            s[n]: optics.get(s[n])
+            for n in ("BeamShift", "BeamTilt", "Defocus", "EFTEMOn", "ImageShift", "ProbeMode", "SpotIndex")
+        },
+        **{
+            s[n]: r.kids(optics.get(s["EnergyFilter"])).get(s[n])
+            for n in ("EnergySelectionSlitInserted", "EnergySelectionSlitWidth")
+        },
+        s["NominalMagnification"]: r.kids(optics.get(s["TemMagnification"])).get(s["NominalMagnification"]),
+        s["Position"]: r.kids(md.get(s["stage"])).get(s["Position"]),
+    }
+    return {tag: el for tag, el in candidates.items() if el is not None}
+
+
+def _image_metadata(r: Reader, root: Element) -> ImageMetadata:
+    """Read a ``MicroscopeImage`` root."""
+    if root.tag != _SO_IMAGE:
+        raise r.malformed(f"expected root MicroscopeImage, found {local_name(str(root.tag))}", root)
+    s = _SO
+    el = _image_elements_by_path(r, root) if r.has_refs else _image_elements_fast(root)
+    pixel = r.kids(el.get(s["pixelSize"]))
     pixel_x = r.as_float(r.kids(pixel.get(s["x"])).get(s["numericValue"]))
     pixel_y = r.as_float(r.kids(pixel.get(s["y"])).get(s["numericValue"]))
-    width, height = _size(r, cam.get(s["ReadoutArea"]))
-    bin_x, bin_y = _point(r, cam.get(s["Binning"]))
-    energy = r.kids(optics.get(s["EnergyFilter"]))
+    width, height = _size(r, el.get(s["ReadoutArea"]))
+    bin_x, bin_y = _point(r, el.get(s["Binning"]))
 
-    bag = _property_bag(r, top.get(s["CustomData"]))
+    bag = _property_bag(r, el.get(s["CustomData"]))
     custom: dict[str, str] = {}
     for key, value in bag.items():
         if len(value) == 0:  # scalar entries only; structured ones are read below when known
@@ -535,7 +605,7 @@ def _image_metadata(r: Reader, root: Element) -> ImageMetadata:
     shape = bag.get("FindFoilHoleCenterResults")
     if shape is not None and _type_of(shape) == (NS_FT, "Shape2D"):
         found = _found_hole(r, shape)
-    camera_input = _property_bag(r, cam.get(s["CameraSpecificInput"]))
+    camera_input = _property_bag(r, el.get(s["CameraSpecificInput"]))
     fractionation: Fractionation | None = None
     settings = camera_input.get("FractionationSettings")
     if settings is not None:
@@ -543,15 +613,15 @@ def _image_metadata(r: Reader, root: Element) -> ImageMetadata:
     counting = camera_input.get("ElectronCountingEnabled")
     super_resolution = camera_input.get("SuperResolutionFactor")
 
-    detector = r.as_str(cam.get(s["Name"]))
+    detector = r.as_str(el.get(s["Name"]))
     commercial = bag.get("DetectorCommercialName")
     if commercial is None and detector:
         commercial = bag.get(f"Detectors[{detector}].CommercialName")
     frame_rate = bag.get(f"Detectors[{detector}].FrameRate") if detector else None
 
     return ImageMetadata(
-        unique_id=r.as_str(top.get(s["uniqueID"])),
-        acquisition_datetime=r.as_datetime(acq.get(s["acquisitionDateTime"])),
+        unique_id=r.as_str(el.get(s["uniqueID"])),
+        acquisition_datetime=r.as_datetime(el.get(s["acquisitionDateTime"])),
         pixel_size_x_m=pixel_x,
         pixel_size_y_m=pixel_y,
         image_width_px=_int_or_none(width),
@@ -560,30 +630,28 @@ def _image_metadata(r: Reader, root: Element) -> ImageMetadata:
         binning_y=_int_or_none(bin_y),
         detector_name=detector,
         detector_commercial_name=r.as_str(commercial),
-        exposure_time_s=r.as_float(cam.get(s["ExposureTime"])),
-        defocus_m=r.as_float(optics.get(s["Defocus"])),
+        exposure_time_s=r.as_float(el.get(s["ExposureTime"])),
+        defocus_m=r.as_float(el.get(s["Defocus"])),
         applied_defocus_m=r.as_float(bag.get("AppliedDefocus")),
         dose_e_per_m2=r.as_float(bag.get("Dose")),
         dose_on_camera_e_per_px=r.as_float(bag.get("DoseOnCamera")),
         dose_rate=r.as_float(bag.get("DoseRate")),
-        stage_position=_stage(r, r.kids(md.get(s["stage"])).get(s["Position"])),
-        beam_shift=_vector(r, optics.get(s["BeamShift"])),
-        image_shift=_vector(r, optics.get(s["ImageShift"])),
-        beam_tilt=_vector(r, optics.get(s["BeamTilt"])),
-        nominal_magnification=r.as_float(
-            r.kids(optics.get(s["TemMagnification"])).get(s["NominalMagnification"])
-        ),
-        spot_index=r.as_int(optics.get(s["SpotIndex"])),
-        probe_mode=r.as_str(optics.get(s["ProbeMode"])),
-        acceleration_voltage_v=r.as_float(r.kids(md.get(s["gun"])).get(s["AccelerationVoltage"])),
-        instrument_model=r.as_str(instrument.get(s["InstrumentModel"])),
-        instrument_id=r.as_str(instrument.get(s["InstrumentID"])),
-        computer_name=r.as_str(instrument.get(s["ComputerName"])),
-        software_name=r.as_str(core.get(s["ApplicationSoftware"])),
-        software_version=r.as_str(core.get(s["ApplicationSoftwareVersion"])),
-        energy_filter_on=r.as_bool(optics.get(s["EFTEMOn"])),
-        energy_selection_slit_inserted=r.as_bool(energy.get(s["EnergySelectionSlitInserted"])),
-        energy_selection_slit_width_ev=r.as_float(energy.get(s["EnergySelectionSlitWidth"])),
+        stage_position=_stage(r, el.get(s["Position"])),
+        beam_shift=_vector(r, el.get(s["BeamShift"])),
+        image_shift=_vector(r, el.get(s["ImageShift"])),
+        beam_tilt=_vector(r, el.get(s["BeamTilt"])),
+        nominal_magnification=r.as_float(el.get(s["NominalMagnification"])),
+        spot_index=r.as_int(el.get(s["SpotIndex"])),
+        probe_mode=r.as_str(el.get(s["ProbeMode"])),
+        acceleration_voltage_v=r.as_float(el.get(s["AccelerationVoltage"])),
+        instrument_model=r.as_str(el.get(s["InstrumentModel"])),
+        instrument_id=r.as_str(el.get(s["InstrumentID"])),
+        computer_name=r.as_str(el.get(s["ComputerName"])),
+        software_name=r.as_str(el.get(s["ApplicationSoftware"])),
+        software_version=r.as_str(el.get(s["ApplicationSoftwareVersion"])),
+        energy_filter_on=r.as_bool(el.get(s["EFTEMOn"])),
+        energy_selection_slit_inserted=r.as_bool(el.get(s["EnergySelectionSlitInserted"])),
+        energy_selection_slit_width_ev=r.as_float(el.get(s["EnergySelectionSlitWidth"])),
         phase_plate_used=r.as_bool(bag.get("PhasePlateUsed")),
         electron_counting=r.as_bool(counting),
         super_resolution_factor=r.as_int(super_resolution),

@@ -55,7 +55,9 @@ def parabola_vertex(xs: NDArray[np.float64], scores: NDArray[np.float64]) -> flo
     return float(np.clip(vertex, x[0], x[-1]))
 
 
-def sweep(values: NDArray[np.float64], measure: Callable[[float], float]) -> tuple[float, NDArray[np.float64]]:
+def sweep(
+    values: NDArray[np.float64], measure: Callable[[float], float]
+) -> tuple[float, NDArray[np.float64]]:
     """Measure the sharpness at each value and return the fitted optimum and the scores."""
     scores = np.array([measure(float(v)) for v in values], dtype=np.float64)
     return parabola_vertex(values, scores), scores

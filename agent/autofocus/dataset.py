@@ -72,7 +72,10 @@ def generate_samples(
         defocus_um = float(rng.uniform(-wd_r, wd_r))
         stig = (float(rng.uniform(-st_r, st_r)), float(rng.uniform(-st_r, st_r)))
         dwell_s = math.exp(rng.uniform(*np.log(spec.dwell_us_range))) * 1e-6
-        center = (float(rng.uniform(-1, 1)) * spec.stage_range_m, float(rng.uniform(-1, 1)) * spec.stage_range_m)
+        center = (
+            float(rng.uniform(-1, 1)) * spec.stage_range_m,
+            float(rng.uniform(-1, 1)) * spec.stage_range_m,
+        )
         rotation = float(rng.uniform(0.0, 2.0 * math.pi))
         pair = []
         for sign in (-1.0, 1.0):

@@ -45,7 +45,9 @@ class Correction:
     spread_stig: float = 0.0
 
 
-def combine_predictions(values: NDArray[np.float64], scales: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def combine_predictions(
+    values: NDArray[np.float64], scales: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Combine per-patch predictions ``(N, 3)`` with their Laplace scales into one estimate per column.
 
     Patches further than 3 robust s.d. from the median are dropped (a featureless or damaged patch must not
@@ -76,7 +78,9 @@ class LearnedCorrector:
             cached = _MODELS.get(path)
             if cached is None:
                 if not path.is_file():
-                    raise AutofocusError(f"weights file not found: {path} (train with python -m agent.autofocus.train)")
+                    raise AutofocusError(
+                        f"weights file not found: {path} (train with python -m agent.autofocus.train)"
+                    )
                 from agent.autofocus.network import load_weights
 
                 try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -169,9 +168,10 @@ def run_autofocus(ops: FocusOps, config: AutofocusConfig | None = None) -> Autof
         try:
             if corrector is not None:
                 pred = _learned_step(s, corrector, wd)
-                converged = abs(pred.dwd_um) < config.wd_tol_um and max(
-                    abs(pred.dstig_x), abs(pred.dstig_y)
-                ) < config.stig_tol
+                converged = (
+                    abs(pred.dwd_um) < config.wd_tol_um
+                    and max(abs(pred.dstig_x), abs(pred.dstig_y)) < config.stig_tol
+                )
                 dwd, dstig, limited = clip_correction(
                     config.gain_wd * pred.dwd_um,
                     (config.gain_stig * pred.dstig_x, config.gain_stig * pred.dstig_y),
@@ -181,9 +181,10 @@ def run_autofocus(ops: FocusOps, config: AutofocusConfig | None = None) -> Autof
                 s.set(wd_mm=state[0], sx=state[1], sy=state[2])
             else:
                 pred = _classical_round(s, index, state)
-                converged = abs(pred.dwd_um) < config.wd_tol_um and max(
-                    abs(pred.dstig_x), abs(pred.dstig_y)
-                ) < config.stig_tol
+                converged = (
+                    abs(pred.dwd_um) < config.wd_tol_um
+                    and max(abs(pred.dstig_x), abs(pred.dstig_y)) < config.stig_tol
+                )
                 dwd, dstig, limited = pred.dwd_um, (pred.dstig_x, pred.dstig_y), False
         except BaseException:
             _restore(ops, wd, sx, sy)
@@ -230,6 +231,3 @@ def _restore(ops: FocusOps, wd: float, sx: float, sy: float) -> None:
     except Exception:
         # The original error matters more; the device may be unreachable, which is why we are here.
         _log.exception("autofocus: could not restore wd_mm=%s stigm_x=%s stigm_y=%s", wd, sx, sy)
-
-
-Measure = Callable[[float], float]

@@ -26,25 +26,41 @@ class AutofocusConfig(BaseModel):
         "auto", description="'learned' needs torch; 'auto' uses it when importable, else 'classical'."
     )
     max_iters: int = Field(5, ge=1, le=50, description="Iteration cap (one WD ± sigma image pair each).")
-    perturbation_um: float = Field(5.0, gt=0, le=100, description="WD perturbation sigma of the image pair, µm.")
+    perturbation_um: float = Field(
+        5.0, gt=0, le=100, description="WD perturbation sigma of the image pair, µm."
+    )
     pixel_size_nm: float = Field(10.0, gt=0, description="Pixel size of the focus images (DeepFocus: 10 nm).")
     image_size_px: int = Field(256, ge=64, le=4096, description="Square focus image side, pixels.")
     dwell_us: float = Field(1.0, gt=0, le=100, description="Pixel dwell time of the focus images, µs.")
     n_patches: int = Field(9, ge=1, le=64, description="Patch pairs per image pair (DeepFocus n_consensus).")
     gain_wd: float = Field(1.0, gt=0, le=1.5, description="Fraction of the predicted WD correction applied.")
-    gain_stig: float = Field(1.0, gt=0, le=1.5, description="Fraction of the predicted stigmator correction applied.")
-    wd_tol_um: float = Field(0.5, gt=0, description="Converged when |predicted WD correction| is below this, µm.")
-    stig_tol: float = Field(0.05, gt=0, description="... and each |predicted stigmator correction| below this.")
+    gain_stig: float = Field(
+        1.0, gt=0, le=1.5, description="Fraction of the predicted stigmator correction applied."
+    )
+    wd_tol_um: float = Field(
+        0.5, gt=0, description="Converged when |predicted WD correction| is below this, µm."
+    )
+    stig_tol: float = Field(
+        0.05, gt=0, description="... and each |predicted stigmator correction| below this."
+    )
     max_wd_step_um: float = Field(
         60.0, gt=0, description="Safety cap on any single WD correction, µm (larger predictions are clipped)."
     )
-    max_stig_step: float = Field(1.5, gt=0, description="Safety cap on any single stigmator correction (units).")
-    settle_s: float = Field(0.25, ge=0, le=10, description="Wait after each focus change (DeepFocus: 0.25 s).")
+    max_stig_step: float = Field(
+        1.5, gt=0, description="Safety cap on any single stigmator correction (units)."
+    )
+    settle_s: float = Field(
+        0.25, ge=0, le=10, description="Wait after each focus change (DeepFocus: 0.25 s)."
+    )
     sweep_range_um: float = Field(
-        60.0, gt=0, description="Classical: half-range of the first coarse WD sweep, µm (covers the start error)."
+        60.0,
+        gt=0,
+        description="Classical: half-range of the first coarse WD sweep, µm (covers the start error).",
     )
     sweep_points: int = Field(9, ge=3, le=41, description="Classical: images in the coarse WD sweep.")
-    stig_sweep_range: float = Field(2.0, gt=0, description="Classical: half-range of the first stigmator sweep.")
+    stig_sweep_range: float = Field(
+        2.0, gt=0, description="Classical: half-range of the first stigmator sweep."
+    )
     stig_sweep_points: int = Field(7, ge=3, le=41, description="Classical: images per stigmator sweep.")
     weights_path: str | None = Field(None, description="Custom learned weights; None uses the shipped file.")
 

@@ -14,10 +14,18 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["ARCHITECTURE", "TARGET_SCALE", "FocusNet", "laplace_nll", "load_weights", "save_weights"]
+__all__ = [
+    "ARCHITECTURE",
+    "TARGET_SCALE",
+    "FocusNet",
+    "laplace_nll",
+    "load_weights",
+    "log_spectra",
+    "save_weights",
+]
 
 #: Version tag stored with the weights; bump it when the layers change.
-ARCHITECTURE = "focusnet-v1"
+ARCHITECTURE = "focusnet-v2"
 #: Network outputs are corrections divided by these (WD µm, stig x, stig y): similar magnitudes for the loss.
 TARGET_SCALE = (10.0, 0.5, 0.5)
 
@@ -46,7 +54,7 @@ class FocusNet(nn.Module):
         # A strided 5x5 first layer still sees every pixel (blur lives at the finest scale) but quarters the
         # cost of everything after it: this keeps CPU training to minutes.
         self.encoder = nn.Sequential(
-            *_conv(2, width, 5, stride=2),
+            *_conv(4, width, 5, stride=2),
             _block(width, 2 * width, 3, 2),
             _block(2 * width, 3 * width, 3, 2),
             _block(3 * width, 4 * width, 3, 2),
@@ -60,10 +68,26 @@ class FocusNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predict scaled corrections and log scales."""
-        f = self.encoder(x)
+        f = self.encoder(torch.cat([x, log_spectra(x)], dim=1))
         pooled = torch.cat([f.mean(dim=(2, 3)), f.std(dim=(2, 3))], dim=1)
         out: torch.Tensor = self.head(pooled)
         return out
+
+
+def log_spectra(x: torch.Tensor) -> torch.Tensor:
+    """Centred log power spectra of each channel, standardised per channel.
+
+    Defocus shrinks the spectrum and astigmatism makes it elliptical (sem-reference §7): given the spectra as
+    extra channels, the network reads blur size and orientation directly instead of learning a Fourier
+    transform from scarce CPU training.
+    """
+    window = torch.hann_window(x.shape[-1], dtype=x.dtype)
+    win2d = window[:, None] * window[None, :]
+    power = torch.fft.fftshift(torch.fft.fft2(x * win2d).abs().square(), dim=(-2, -1))
+    logp = torch.log(power + 1e-3)
+    mean = logp.mean(dim=(-2, -1), keepdim=True)
+    std = logp.std(dim=(-2, -1), keepdim=True).clamp_min(1e-3)
+    return (logp - mean) / std
 
 
 def laplace_nll(out: torch.Tensor, target_scaled: torch.Tensor) -> torch.Tensor:

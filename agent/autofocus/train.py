@@ -38,7 +38,9 @@ _SYMMETRIES = (
 )
 
 
-def augment(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def augment(
+    x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply one random mirror/transpose to the whole batch and adjust the stigmator targets accordingly."""
     k = int(torch.randint(0, len(_SYMMETRIES), (1,), generator=generator))
     flip, transpose, sx, sy = _SYMMETRIES[k]
@@ -108,7 +110,7 @@ def train(
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         if log:
             errs = _errors(model, xv, yv)
             print(
@@ -127,7 +129,14 @@ def train(
             "convergence_semi_angle_rad": DEFAULT_OPTICS.convergence_semi_angle_rad,
             "astig_um_per_unit": DEFAULT_OPTICS.astig_um_per_unit,
         },
-        "train": {"views": views, "val_views": val_views, "epochs": epochs, "batch": batch, "lr": lr, "seed": seed},
+        "train": {
+            "views": views,
+            "val_views": val_views,
+            "epochs": epochs,
+            "batch": batch,
+            "lr": lr,
+            "seed": seed,
+        },
         "validation": errors,
         "data_s": round(t_data, 1),
         "total_s": round(time.perf_counter() - t0, 1),

@@ -200,17 +200,40 @@ async def _run(
         comp.daemon.request_stop("demo finished")
         code = await daemon_task
         await comp.close()
-    if not ok:
-        _print(
-            out,
-            "demo timed out before the backend matched the manifest"
-            if not daemon_task.done() or code == 0
-            else f"agent exited with code {code}",
-        )
+    if ok:
+        # Counts match; now every entity's key fields must match the manifest too.
+        problems = await asyncio.to_thread(_field_check, server, generator.manifest, settings)
+        for problem in problems:
+            _print(out, f"field check: {problem}")
+        ok = not problems
+    elif code != 0:
+        _print(out, f"the agent exited with code {code}; see its log")
+    else:
+        _print(out, f"timed out after {timeout_s:.0f} s before the backend matched the manifest")
     for row in history:
         row["_rtt_ms"] = _round_trip_ms(row)
     _print(out, _summary(state, expected, history, ok and code == 0))
     return 0 if ok and code == 0 else 1
+
+
+def _field_check(server: Any, manifest: Any, settings: Any) -> list[str]:
+    """Compare every entity's key fields in the backend with the manifest (not only the counts)."""
+    from agent.ingest.identity import EntityKind, entity_uuid
+    from testbed.epu import compare_with_backend
+
+    trees: dict[str, Any] = {}
+    missing: list[str] = []
+    for key in manifest.acquisition_keys():
+        try:
+            trees[key] = server.acquisition_entities(entity_uuid(key, EntityKind.ACQUISITION, key))
+        except Exception as exc:  # 404: the acquisition never reached the backend
+            missing.append(f"acquisition {key} not in the backend ({exc})")
+    if missing:
+        return missing
+    diff = compare_with_backend(
+        manifest, trees, include_near_grid_bar=not settings.ingest.skip_near_grid_bar_holes
+    )
+    return [] if diff.ok else diff.summary().splitlines()
 
 
 def _round_trip_ms(row: dict[str, Any]) -> float | None:

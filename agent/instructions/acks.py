@@ -20,7 +20,7 @@ from typing import Protocol
 
 from agent.instructions.config import ExecutorConfig
 from agent.instructions.journal import AckAttempt, InstructionJournal
-from backend_client.errors import BackendError, RequestRejectedError, SessionError
+from backend_client.errors import BackendError, RequestRejectedError, ServerError, SessionError
 from backend_client.models import AgentInstructionAcknowledgement, AgentInstructionAcknowledgementResponse
 
 log = logging.getLogger(__name__)
@@ -58,11 +58,13 @@ class AckDispatcher:
         sender: AckSender,
         *,
         is_connected: Callable[[], bool] = lambda: True,
+        on_refused: Callable[[], None] | None = None,
     ) -> None:
         self._config = config
         self._journal = journal
         self._sender = sender
         self._is_connected = is_connected
+        self._on_refused = on_refused
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -124,6 +126,8 @@ class AckDispatcher:
             self.failures += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
             connected = self._is_connected() and not isinstance(exc, SessionError)
+            if connected and self._on_refused is not None and isinstance(exc, ServerError | RequestRejectedError):
+                self._on_refused()
             attempts = ack.attempts + (1 if connected else 0)
             give_up = _is_permanent(exc) or attempts >= self._config.ack_max_attempts
             retry_at = None if give_up else time.time() + self._backoff(attempts)

@@ -70,6 +70,14 @@ class ExecutorConfig(BaseModel):
             "which cannot be told from other failures); a redelivery of the instruction re-arms it."
         ),
     )
+    resync_interval_s: float = Field(
+        30.0,
+        gt=0,
+        description=(
+            "Least time between stream reconnects forced by refused acks (SmartEM re-sends an instruction reset "
+            "by its expiry sweep only on a new notification or a reconnect)."
+        ),
+    )
     expiry_grace_s: float = Field(
         0.0,
         ge=0,

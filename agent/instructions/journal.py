@@ -121,9 +121,16 @@ class InstructionJournal:
             ).fetchone()
             if row is not None:
                 if row["state"] != "done":
+                    # A redelivery carries the backend's current expiry (SmartEM extends it on each reset):
+                    # the instruction is still wanted, so a queued one must not be declined on the old expiry.
                     conn.execute(
-                        "UPDATE instruction_journal SET deliveries = deliveries + 1 WHERE instruction_id = ?",
-                        (instruction.instruction_id,),
+                        "UPDATE instruction_journal SET deliveries = deliveries + 1, "
+                        "expires_at = CASE WHEN state = 'queued' THEN ? ELSE expires_at END "
+                        "WHERE instruction_id = ?",
+                        (
+                            instruction.expires_at.timestamp() if instruction.expires_at else None,
+                            instruction.instruction_id,
+                        ),
                     )
                     return RecordResult.IN_PROGRESS
                 # The backend sent it again, so it has not stored our ack: send the recorded outcome again,

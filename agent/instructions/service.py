@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import logging
 import threading
 import time
@@ -72,7 +73,13 @@ class InstructionService:
         self._connected = False
         self.sse_state = "stopped"
         self.executor = Executor(config, self.journal, self.registry, context, on_finished=self._on_finished)
-        self.acks = AckDispatcher(config, self.journal, ack_sender, is_connected=lambda: self._connected)
+        self.acks = AckDispatcher(
+            config,
+            self.journal,
+            ack_sender,
+            is_connected=lambda: self._connected,
+            on_refused=self.request_resync,
+        )
         context.executor_facts = self.facts
         self._stream_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -82,6 +89,8 @@ class InstructionService:
         self.invalid_events = 0
         self.connections = 0
         self.last_error: str | None = None
+        self.resyncs = 0
+        self._last_resync = -math.inf
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -142,6 +151,24 @@ class InstructionService:
             if self.sse_state != "session_error":
                 self.sse_state = "reconnecting"
             await asyncio.sleep(delay)
+
+    def request_resync(self) -> None:
+        """Reconnect the stream now (at most once per ``resync_interval_s``) so the backend drains pending work."""
+        now = time.monotonic()
+        if self._stream_task is None or now - self._last_resync < self.config.resync_interval_s:
+            return
+        self._last_resync = now
+        self.resyncs += 1
+        log.info("instruction.stream_resync", extra={"resyncs": self.resyncs})
+        old = self._stream_task
+        old.cancel()
+        self._stream_task = asyncio.create_task(self._restart_stream(old), name="instruction-stream")
+
+    async def _restart_stream(self, old: asyncio.Task[None]) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await old
+        self._set_connected(False)
+        await self._stream_forever()
 
     def _call_in_loop(self, fn: Callable[[], None]) -> None:
         # The SSE client may run callbacks on its own thread; asyncio primitives must be touched on the loop.
@@ -219,6 +246,7 @@ class InstructionService:
             "acks_sent": self.acks.sent,
             "ack_failures": self.acks.failures,
             "acks_given_up": self.acks.given_up,
+            "stream_resyncs": self.resyncs,
             "last_error": self.last_error or self.acks.last_error,
         }
 

@@ -20,7 +20,7 @@ from backend_client import (
     StaticTokenAuth,
 )
 
-SECRET = "s3cr3t-client-secret"  # noqa: S105 - test value
+SECRET = "s3cr3t-client-secret"
 
 
 class TokenServer:
@@ -118,7 +118,8 @@ def test_401_refreshes_once_and_resends_once() -> None:
             client.get_status()
     assert len(seen) == 2
     assert info.value.status_code == 401
-    assert server.issued and all(token not in str(info.value) for token in server.issued)
+    assert server.issued
+    assert all(token not in str(info.value) for token in server.issued)
 
 
 def test_concurrent_threads_share_one_refresh() -> None:
@@ -153,22 +154,31 @@ def test_token_endpoint_failures_are_clear_and_leak_nothing(caplog: pytest.LogCa
         "http://kc/token", "agent", SECRET,
         transport=httpx.MockTransport(lambda r: httpx.Response(401, json={"error": "invalid_client"})),
     )  # fmt: skip
-    with SmartEMAPIClient("http://b", auth=refused, transport=_api(set(), [])) as client:
-        with pytest.raises(AuthenticationError, match="invalid_client") as info:
-            client.get_status()
-    assert SECRET not in str(info.value) and SECRET not in repr(refused)
+    client = SmartEMAPIClient("http://b", auth=refused, transport=_api(set(), []))
+    with client, pytest.raises(AuthenticationError, match="invalid_client") as info:
+        client.get_status()
+    assert SECRET not in str(info.value)
+    assert SECRET not in repr(refused)
 
     def down(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused")
 
-    unreachable = ClientCredentialsAuth("http://kc/token", "agent", SECRET, transport=httpx.MockTransport(down))
-    with SmartEMAPIClient(
-        "http://b", auth=unreachable, transport=_api(set(), []), retry=RetryPolicy.instant(2)
-    ) as client, pytest.raises(BackendUnavailableError):
+    unreachable = ClientCredentialsAuth(
+        "http://kc/token", "agent", SECRET, transport=httpx.MockTransport(down)
+    )
+    with (
+        SmartEMAPIClient(
+            "http://b", auth=unreachable, transport=_api(set(), []), retry=RetryPolicy.instant(2)
+        ) as client,
+        pytest.raises(BackendUnavailableError),
+    ):
         client.get_status()
 
     garbage = ClientCredentialsAuth(
-        "http://kc/token", "agent", SECRET, transport=httpx.MockTransport(lambda r: httpx.Response(200, json={}))
+        "http://kc/token",
+        "agent",
+        SECRET,
+        transport=httpx.MockTransport(lambda r: httpx.Response(200, json={})),
     )
     with pytest.raises(AuthenticationError, match="access_token"):
         garbage.sync_token()
@@ -180,15 +190,21 @@ def test_tokens_never_appear_in_logs_or_errors(caplog: pytest.LogCaptureFixture)
     server = TokenServer()
     auth = _auth(server)
     seen: list[str] = []
-    with SmartEMAPIClient("http://b", auth=auth, transport=_api(set(), seen), retry=RetryPolicy.instant()) as c:
-        with pytest.raises(AuthenticationError) as info:
-            c.get_status()
+    with (
+        SmartEMAPIClient(
+            "http://b", auth=auth, transport=_api(set(), seen), retry=RetryPolicy.instant()
+        ) as c,
+        pytest.raises(AuthenticationError) as info,
+    ):
+        c.get_status()
     assert len(server.issued) == 2
     for token in server.issued:
         assert token not in caplog.text
-        assert token not in str(info.value) and token not in repr(info.value)
+        assert token not in str(info.value)
+        assert token not in repr(info.value)
     assert SECRET not in caplog.text
-    assert "Token fetched" in caplog.text and "Token refreshed" in caplog.text
+    assert "Token fetched" in caplog.text
+    assert "Token refreshed" in caplog.text
 
 
 def test_keycloak_url_and_validation() -> None:

@@ -179,7 +179,9 @@ SEED_CASES: list[tuple[Callable[[Any], Any], str, str, Callable[[Any], bool]]] =
 ]  # fmt: skip
 
 
-def _mock(method: str, path: str, query: dict[str, str], response: Any, seen: list[Any]) -> httpx.MockTransport:
+def _mock(
+    method: str, path: str, query: dict[str, str], response: Any, seen: list[Any]
+) -> httpx.MockTransport:
     def handler(request: httpx.Request) -> httpx.Response:
         assert request.method == method
         assert request.url.raw_path.split(b"?")[0].decode() == path
@@ -192,7 +194,9 @@ def _mock(method: str, path: str, query: dict[str, str], response: Any, seen: li
 
 
 @pytest.mark.parametrize(("call", "method", "path", "query", "body", "response", "check"), CASES)
-def test_sync_method(call: Any, method: str, path: str, query: Any, body: Any, response: Any, check: Any) -> None:
+def test_sync_method(
+    call: Any, method: str, path: str, query: Any, body: Any, response: Any, check: Any
+) -> None:
     seen: list[Any] = []
     with SmartEMAPIClient("http://backend", transport=_mock(method, path, query, response, seen)) as client:
         assert check(call(client))
@@ -204,7 +208,9 @@ async def test_async_method(
     call: Any, method: str, path: str, query: Any, body: Any, response: Any, check: Any
 ) -> None:
     seen: list[Any] = []
-    async with AsyncSmartEMAPIClient("http://backend", transport=_mock(method, path, query, response, seen)) as c:
+    async with AsyncSmartEMAPIClient(
+        "http://backend", transport=_mock(method, path, query, response, seen)
+    ) as c:
         assert check(await call(c))
     assert seen == [body]
 
@@ -221,12 +227,16 @@ def test_seed_methods_convert_domain_models(call: Any, method: str, path: str, c
 
 
 @pytest.mark.parametrize(("call", "method", "path", "check_body"), SEED_CASES)
-async def test_async_seed_methods_convert_domain_models(call: Any, method: str, path: str, check_body: Any) -> None:
+async def test_async_seed_methods_convert_domain_models(
+    call: Any, method: str, path: str, check_body: Any
+) -> None:
     seen: list[Any] = []
     response: Any = {"uuid": "x", "tiles": []}
     if path.endswith(("foilholes", "/gridsquares")) and "grids/" not in path:
         response = [{"uuid": "x"}]
-    async with AsyncSmartEMAPIClient("http://backend", transport=_mock(method, path, {}, response, seen)) as c:
+    async with AsyncSmartEMAPIClient(
+        "http://backend", transport=_mock(method, path, {}, response, seen)
+    ) as c:
         await call(c)
     assert check_body(seen[0])
 
@@ -257,15 +267,17 @@ def test_ship_logs_splits_into_batches_of_500() -> None:
 
 
 def test_micrograph_batch_absent_extension_is_not_found() -> None:
-    transport = httpx.MockTransport(lambda request: httpx.Response(405, json={"detail": "Method Not Allowed"}))
+    transport = httpx.MockTransport(
+        lambda request: httpx.Response(405, json={"detail": "Method Not Allowed"})
+    )
     with SmartEMAPIClient("http://b", transport=transport) as client, pytest.raises(NotFoundError):
         client.create_micrographs_batch_request([MIC])
 
 
 def test_micrograph_without_parent_uuid_is_refused_before_sending() -> None:
-    with SmartEMAPIClient("http://b", transport=httpx.MockTransport(lambda r: httpx.Response(201))) as client:
-        with pytest.raises(ValueError, match="foilhole_uuid"):
-            client.create_micrograph_request(MicrographCreateRequest(uuid="m", foilhole_id="1"))
+    client = SmartEMAPIClient("http://b", transport=httpx.MockTransport(lambda r: httpx.Response(201)))
+    with client, pytest.raises(ValueError, match="foilhole_uuid"):
+        client.create_micrograph_request(MicrographCreateRequest(uuid="m", foilhole_id="1"))
 
 
 def test_response_of_wrong_shape_is_invalid_response() -> None:
@@ -286,10 +298,14 @@ def test_duplicate_create_500_then_closed_connection_is_resent_once_and_entity_c
         if request.method == "POST":
             return httpx.Response(500, text="Internal Server Error", headers={"content-type": "text/plain"})
         if len(calls) == 2:
-            raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
+            raise httpx.RemoteProtocolError(
+                "Server disconnected without sending a response.", request=request
+            )
         return httpx.Response(200, json={"uuid": "acq-1", "name": "session A"})
 
-    with SmartEMAPIClient("http://b", transport=httpx.MockTransport(handler), retry=RetryPolicy.instant()) as client:
+    with SmartEMAPIClient(
+        "http://b", transport=httpx.MockTransport(handler), retry=RetryPolicy.instant()
+    ) as client:
         with pytest.raises(ServerError) as info:
             client.create_acquisition_request(ACQ)
         error = info.value
@@ -301,9 +317,9 @@ def test_duplicate_create_500_then_closed_connection_is_resent_once_and_entity_c
 
 
 def test_unknown_entity_kind_is_a_value_error() -> None:
-    with SmartEMAPIClient("http://b", transport=httpx.MockTransport(lambda r: httpx.Response(200))) as client:
-        with pytest.raises(ValueError, match="unknown entity kind"):
-            client.get_entity("banana", "x")
+    client = SmartEMAPIClient("http://b", transport=httpx.MockTransport(lambda r: httpx.Response(200)))
+    with client, pytest.raises(ValueError, match="unknown entity kind"):
+        client.get_entity("banana", "x")
 
 
 def test_timeouts_are_always_applied_connect_and_read_separately() -> None:
@@ -315,7 +331,9 @@ def test_timeouts_are_always_applied_connect_and_read_separately() -> None:
 
     with SmartEMAPIClient("http://b", timeout=12.0, transport=httpx.MockTransport(handler)) as client:
         client.get_status()
-    with SmartEMAPIClient("http://b", 12.0, None, connect_timeout=2.0, transport=httpx.MockTransport(handler)) as c:
+    with SmartEMAPIClient(
+        "http://b", 12.0, None, connect_timeout=2.0, transport=httpx.MockTransport(handler)
+    ) as c:
         c.get_status()
     assert seen[0] == {"connect": 5.0, "read": 12.0, "write": 12.0, "pool": 12.0}
     assert seen[1]["connect"] == 2.0

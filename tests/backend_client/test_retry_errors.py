@@ -74,7 +74,9 @@ def test_transport_errors_are_mapped_and_retried(exc: Exception, retried: bool) 
         calls += 1
         raise exc
 
-    client = SmartEMAPIClient("http://b", transport=httpx.MockTransport(handler), retry=RetryPolicy.instant(3))
+    client = SmartEMAPIClient(
+        "http://b", transport=httpx.MockTransport(handler), retry=RetryPolicy.instant(3)
+    )
     with client, pytest.raises(BackendUnavailableError) as info:
         client.get_status()
     assert not isinstance(info.value, httpx.HTTPError)  # httpx exceptions never escape
@@ -93,9 +95,13 @@ def test_non_transient_statuses_are_not_retried(status: int) -> None:
         calls += 1
         return httpx.Response(status, json={"detail": "no"})
 
-    with SmartEMAPIClient("http://b", transport=httpx.MockTransport(handler), retry=RetryPolicy.instant(5)) as c:
-        with pytest.raises(BackendError):
-            c.get_status()
+    with (
+        SmartEMAPIClient(
+            "http://b", transport=httpx.MockTransport(handler), retry=RetryPolicy.instant(5)
+        ) as c,
+        pytest.raises(BackendError),
+    ):
+        c.get_status()
     assert calls == 1
 
 
@@ -119,7 +125,9 @@ def test_retry_after_is_honoured_and_each_retry_is_logged_once(caplog: pytest.Lo
     ]
     policy = RetryPolicy(attempts=5, sleep=slept.append).with_hooks(details.append)
     caplog.set_level(logging.WARNING, logger="backend_client.retry")
-    with SmartEMAPIClient("http://b", transport=httpx.MockTransport(lambda r: answers.pop(0)), retry=policy) as c:
+    with SmartEMAPIClient(
+        "http://b", transport=httpx.MockTransport(lambda r: answers.pop(0)), retry=policy
+    ) as c:
         c.get_status()
     assert slept == [7.0, 2.5]
     assert [d.retry_num for d in details] == [1, 2]
@@ -151,7 +159,7 @@ def test_retry_after_formats() -> None:
     assert parse_retry_after(None) is None
     assert parse_retry_after("soon") is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past: retry now
-    assert 0 < (parse_retry_after("Fri, 01 Jan 2100 00:00:00 GMT") or 0)
+    assert (parse_retry_after("Fri, 01 Jan 2100 00:00:00 GMT") or 0) > 0
 
 
 def test_wait_is_capped_by_max_retry_after_and_total_budget() -> None:
@@ -182,9 +190,9 @@ def test_total_time_cap_stops_retrying() -> None:
         return httpx.Response(503)
 
     policy = RetryPolicy(attempts=1000, timeout=0.3, wait_initial=0.05, wait_max=0.05)
-    with SmartEMAPIClient("http://b", transport=httpx.MockTransport(handler), retry=policy) as client:
-        with pytest.raises(BackendUnavailableError):
-            client.get_status()
+    client = SmartEMAPIClient("http://b", transport=httpx.MockTransport(handler), retry=policy)
+    with client, pytest.raises(BackendUnavailableError):
+        client.get_status()
     assert 2 <= calls <= 10  # the 0.3 s budget, not the 1000 attempts, ended it
     assert RetryPolicy.disabled().attempts == 1
     with pytest.raises(ValueError, match="attempts"):
@@ -193,5 +201,6 @@ def test_total_time_cap_stops_retrying() -> None:
 
 def test_detail_is_bounded_and_plain_text_bodies_are_kept() -> None:
     error = error_for_response(_response(500, text="x" * 5000))
-    assert error.detail is not None and len(error.detail) == 500
+    assert error.detail is not None
+    assert len(error.detail) == 500
     assert "POST /acquisitions -> 500" in str(error)

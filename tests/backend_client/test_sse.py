@@ -43,11 +43,18 @@ def sse(event: str, data: dict[str, Any], event_id: str | None = None, retry: in
 
 
 def connection(cid: str = "c1") -> str:
-    return sse("connection", {"type": "connection", "agent_id": "a1", "session_id": "s1", "connection_id": cid})
+    return sse(
+        "connection", {"type": "connection", "agent_id": "a1", "session_id": "s1", "connection_id": cid}
+    )
 
 
 def instruction(iid: str, event_id: str | None = None) -> str:
-    data = {"type": "instruction", "instruction_id": iid, "instruction_type": "agent.status.request", "payload": {}}
+    data = {
+        "type": "instruction",
+        "instruction_id": iid,
+        "instruction_type": "agent.status.request",
+        "payload": {},
+    }
     return sse("instruction", data, event_id)
 
 
@@ -93,15 +100,19 @@ async def test_events_are_parsed_into_models_and_the_stream_reconnects_after_it_
     assert [type(e).__name__ for e in events] == [
         "ConnectionEvent", "InstructionEvent", "HeartbeatEvent", "ConnectionEvent", "InstructionEvent",
     ]  # fmt: skip
-    assert isinstance(events[1], InstructionEvent) and events[1].instruction_type == "agent.status.request"
+    assert isinstance(events[1], InstructionEvent)
+    assert events[1].instruction_type == "agent.status.request"
     assert sse_client.connection_id == "c2"
-    assert sse_client.stats["connections"] == 2 and sse_client.stats["failures"] == 0
+    assert sse_client.stats["connections"] == 2
+    assert sse_client.stats["failures"] == 0
     assert streams.requests[0].headers["accept"] == "text/event-stream"
     assert "last-event-id" not in streams.requests[1].headers  # SmartEM events carry no id
 
 
 async def test_last_event_id_is_sent_when_events_carry_ids_and_retry_is_honoured() -> None:
-    streams = Streams(sse("connection", {"type": "connection"}, retry=2500) + instruction("i1", "d-7"), connection())
+    streams = Streams(
+        sse("connection", {"type": "connection"}, retry=2500) + instruction("i1", "d-7"), connection()
+    )
     sse_client = client(streams, max_retry_delay=60.0)
     sleeps: list[float] = []
 
@@ -117,7 +128,9 @@ async def test_last_event_id_is_sent_when_events_carry_ids_and_retry_is_honoured
 
 async def test_session_validation_failed_raises_without_reconnecting() -> None:
     errors: list[Exception] = []
-    streams = Streams(sse("error", {"type": "error", "error": "session_validation_failed", "message": "bad agent"}))
+    streams = Streams(
+        sse("error", {"type": "error", "error": "session_validation_failed", "message": "bad agent"})
+    )
     sse_client = client(streams, max_retries=None)
     with pytest.raises(SessionError, match="session_validation_failed: bad agent"):
         await sse_client.stream_instructions_async(lambda d: None, error_callback=errors.append)
@@ -152,7 +165,8 @@ async def test_gives_up_after_max_retries_consecutive_failures() -> None:
     with pytest.raises(BackendUnavailableError, match="gave up after 4 consecutive"):
         await sse_client.stream_instructions_async(lambda d: None, error_callback=errors.append)
     assert len(streams.requests) == 4
-    assert len(errors) == 4 and all(isinstance(e, BackendUnavailableError) for e in errors)
+    assert len(errors) == 4
+    assert all(isinstance(e, BackendUnavailableError) for e in errors)
 
 
 async def test_max_retries_none_retries_forever_and_a_healthy_connection_resets_the_count() -> None:
@@ -165,7 +179,9 @@ async def test_max_retries_none_retries_forever_and_a_healthy_connection_resets_
 
 
 async def test_backoff_grows_with_consecutive_failures_and_resets_after_health() -> None:
-    bodies: list[str | httpx.Response] = [httpx.Response(503)] * 4 + [connection()] + [httpx.Response(503)] * 2
+    bodies: list[str | httpx.Response] = (
+        [httpx.Response(503)] * 4 + [connection()] + [httpx.Response(503)] * 2
+    )
     bodies.append(connection() + instruction("i1"))
     sse_client = client(Streams(*bodies), initial_retry_delay=1.0, max_retry_delay=100.0)
     sleeps: list[float] = []
@@ -201,7 +217,8 @@ async def test_malformed_event_is_reported_not_fatal() -> None:
     body = connection() + "event: instruction\ndata: {not json\n\n" + instruction("i1")
     events = await collect(client(Streams(body)), 2, on_error=errors.append)
     assert isinstance(events[1], InstructionEvent)
-    assert len(errors) == 1 and "non-JSON" in str(errors[0])
+    assert len(errors) == 1
+    assert "non-JSON" in str(errors[0])
 
 
 def test_stop_from_another_thread_interrupts_a_blocked_read_promptly() -> None:
@@ -213,13 +230,16 @@ def test_stop_from_another_thread_interrupts_a_blocked_read_promptly() -> None:
     sse_client = client(lambda r: httpx.Response(200, headers=SSE_HEADERS, content=endless()))
     connected: list[dict[str, Any]] = []
     thread = threading.Thread(
-        target=sse_client.stream_instructions, args=(lambda d: None,), kwargs={"connection_callback": connected.append}
+        target=sse_client.stream_instructions,
+        args=(lambda d: None,),
+        kwargs={"connection_callback": connected.append},
     )
     thread.start()
     deadline = time.monotonic() + 5
     while not sse_client.connected and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert sse_client.connected and connected[0]["connection_id"] == "c1"
+    assert sse_client.connected
+    assert connected[0]["connection_id"] == "c1"
     started = time.monotonic()
     sse_client.stop()
     thread.join(5)
@@ -285,48 +305,63 @@ def ack_backend(*answers: httpx.Response) -> tuple[Callable[[httpx.Request], htt
 
 
 def ok() -> httpx.Response:
-    body = {"status": "success", "instruction_id": "i1", "acknowledged_at": "t", "agent_id": "a1", "session_id": "s1"}
+    body = {
+        "status": "success",
+        "instruction_id": "i1",
+        "acknowledged_at": "t",
+        "agent_id": "a1",
+        "session_id": "s1",
+    }
     return httpx.Response(200, json=body)
 
 
 def test_ack_sends_only_contract_fields_and_succeeds() -> None:
     handler, bodies = ack_backend(ok())
     result = client(handler).acknowledge("i1", "processed", result='{"ok": true}', processing_time_ms=12)
-    assert result.outcome == "acknowledged" and result.attempts == 1
+    assert result.outcome == "acknowledged"
+    assert result.attempts == 1
     assert bodies == [{"status": "processed", "result": '{"ok": true}', "processing_time_ms": 12}]
 
 
 def test_repeated_ack_invalid_status_counts_as_already_acknowledged() -> None:
     handler, _ = ack_backend(
-        httpx.Response(400, json={"detail": "Instruction i1 cannot be acknowledged (invalid status: acknowledged)"})
+        httpx.Response(
+            400, json={"detail": "Instruction i1 cannot be acknowledged (invalid status: acknowledged)"}
+        )
     )
     sse_client = client(handler)
     result = sse_client.acknowledge("i1", "processed")
     assert result.outcome == "already_acknowledged"
     response = sse_client.acknowledge_instruction("i1", "processed")
-    assert response.status == "already_acknowledged" and response.instruction_id == "i1"
+    assert response.status == "already_acknowledged"
+    assert response.instruction_id == "i1"
 
 
 def test_ack_500_is_retried_up_to_the_cap_and_reported() -> None:
     handler, bodies = ack_backend(httpx.Response(500, json={"detail": "Internal server error"}))
     sse_client = client(handler)
     result = sse_client.acknowledge("i1", "failed", error_message="device error", retry_count=4)
-    assert result.outcome == "unconfirmed" and result.attempts == 4 and result.last_status == 500
+    assert result.outcome == "unconfirmed"
+    assert result.attempts == 4
+    assert result.last_status == 500
     assert len(bodies) == 4
     with pytest.raises(ServerError):
         sse_client.acknowledge_instruction("i1", "failed", retry_count=2)
 
 
 def test_ack_transient_then_success() -> None:
-    handler, bodies = ack_backend(httpx.Response(503), httpx.Response(500), ok())
+    handler, _bodies = ack_backend(httpx.Response(503), httpx.Response(500), ok())
     result = client(handler).acknowledge("i1", "processed")
-    assert result.outcome == "acknowledged" and result.attempts == 3
+    assert result.outcome == "acknowledged"
+    assert result.attempts == 3
 
 
 def test_ack_422_is_not_retried() -> None:
     handler, bodies = ack_backend(httpx.Response(422, json={"detail": [{"type": "extra_forbidden"}]}))
     result = client(handler).acknowledge("i1", "processed")
-    assert result.outcome == "unconfirmed" and result.attempts == 1 and len(bodies) == 1
+    assert result.outcome == "unconfirmed"
+    assert result.attempts == 1
+    assert len(bodies) == 1
 
 
 async def test_async_ack_and_timeout_marks_maybe_delivered() -> None:
@@ -340,7 +375,8 @@ async def test_async_ack_and_timeout_marks_maybe_delivered() -> None:
         return httpx.Response(400, json={"detail": "cannot be acknowledged (invalid status)"})
 
     result = await client(handler).acknowledge_async("i1", "processed")
-    assert result.outcome == "already_acknowledged" and result.maybe_delivered
+    assert result.outcome == "already_acknowledged"
+    assert result.maybe_delivered
     assert calls == 2
 
 
@@ -371,7 +407,8 @@ async def test_ack_while_disconnected_waits_for_the_stream() -> None:
     assert not ack.done()  # waiting for the stream
     reconnect.set()
     result = await asyncio.wait_for(ack, 2)
-    assert result.outcome == "acknowledged" and acked_while_connected == [True]
+    assert result.outcome == "acknowledged"
+    assert acked_while_connected == [True]
     sse_client.stop()
     await asyncio.wait_for(task, 2)
 
@@ -379,10 +416,16 @@ async def test_ack_while_disconnected_waits_for_the_stream() -> None:
 @pytest.mark.parametrize(
     ("error", "kind"),
     [
-        (RequestRejectedError("x", status_code=400, detail="cannot be acknowledged (invalid status)"), "already"),
+        (
+            RequestRejectedError("x", status_code=400, detail="cannot be acknowledged (invalid status)"),
+            "already",
+        ),
         (RequestRejectedError("x", status_code=409, detail="already acknowledged"), "already"),
         (NotFoundError("x", status_code=404, detail="Agent not connected"), "not_connected"),
-        (RequestRejectedError("x", status_code=400, detail="No active connection for session"), "not_connected"),
+        (
+            RequestRejectedError("x", status_code=400, detail="No active connection for session"),
+            "not_connected",
+        ),
         (ServerError("x", status_code=500, detail="Internal server error"), "retry"),
         (BackendUnavailableError("x"), "retry"),
         (RequestRejectedError("x", status_code=422, detail="extra_forbidden"), "fatal"),
@@ -397,7 +440,10 @@ def test_classify_ack_failure(error: BackendError, kind: str) -> None:
 
 
 async def test_heartbeat_sender_only_beats_while_connected_and_tolerates_404() -> None:
-    answers = [httpx.Response(404, json={"detail": "no active connection"}), httpx.Response(200, json={"status": "success"})]
+    answers = [
+        httpx.Response(404, json={"detail": "no active connection"}),
+        httpx.Response(200, json={"status": "success"}),
+    ]
     calls: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -419,8 +465,11 @@ async def test_heartbeat_sender_only_beats_while_connected_and_tolerates_404() -
         await sender.stop()
         await sender.stop()
     assert calls[0] == "/agent/a1/session/s1/heartbeat"
-    assert sender.not_connected == 1 and sender.sent == 1 and sender.failures >= 1
-    assert sender.last_error is not None and "503" in sender.last_error
+    assert sender.not_connected == 1
+    assert sender.sent == 1
+    assert sender.failures >= 1
+    assert sender.last_error is not None
+    assert "503" in sender.last_error
 
 
 async def test_sse_client_sends_heartbeats_while_connected() -> None:
@@ -448,7 +497,8 @@ async def test_sse_client_sends_heartbeats_while_connected() -> None:
 def test_constructor_validation_and_defaults() -> None:
     sse_client = SSEAgentClient("http://b/", "a", "s")
     assert sse_client.read_timeout == 45.0 > 15.0  # longer than SmartEM's ping period
-    assert sse_client.max_retries == 10 and sse_client.base_url == "http://b"
+    assert sse_client.max_retries == 10
+    assert sse_client.base_url == "http://b"
     with pytest.raises(ValueError, match="max_retries"):
         SSEAgentClient("http://b", "a", "s", max_retries=-1)
     with pytest.raises(ValueError, match="retry_delay"):

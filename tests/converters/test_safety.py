@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -25,11 +26,11 @@ SO = "http://schemas.datacontract.org/2004/07/Fei.SharedObjects"
 EPU = "http://schemas.datacontract.org/2004/07/Applications.Epu.Persistence"
 T = "http://schemas.datacontract.org/2004/07/Fei.Applications.Common.Types"
 Z = "http://schemas.microsoft.com/2003/10/Serialization/"
-I = "http://www.w3.org/2001/XMLSchema-instance"
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
 
 # Synthetic, minimal documents (one per parser family) for the property tests, so that they run without samples.
 SESSION = (
-    f'<EpuSessionXml xmlns="{EPU}" xmlns:z="{Z}" xmlns:i="{I}" z:Id="1" '
+    f'<EpuSessionXml xmlns="{EPU}" xmlns:z="{Z}" xmlns:i="{XSI}" z:Id="1" '
     'z:Assembly="Applications.Epu.Persistence, Version=3.7.0.6930, Culture=neutral">'
     f'<Id xmlns="{T}">42</Id><Name z:Id="2">Supervisor_1</Name><ClusteringRadius>1.2E-05</ClusteringRadius>'
     "<Samples><_items><SampleXml><AtlasId>Z:\\v\\atlas\\S\\Sample1\\Atlas\\Atlas.dm</AtlasId>"
@@ -42,7 +43,7 @@ SESSION = (
     "</EpuSessionXml>"
 ).encode()
 IMAGE = (
-    f'<MicroscopeImage xmlns="{SO}" xmlns:i="{I}"><uniqueID>u-1</uniqueID>'
+    f'<MicroscopeImage xmlns="{SO}" xmlns:i="{XSI}"><uniqueID>u-1</uniqueID>'
     f'<CustomData xmlns:a="{ARR}"><a:KeyValueOfstringanyType><a:Key>Dose</a:Key>'
     '<a:Value xmlns:b="http://www.w3.org/2001/XMLSchema" i:type="b:double">2.5E+20</a:Value>'
     "</a:KeyValueOfstringanyType></CustomData>"
@@ -81,9 +82,9 @@ ALL_KINDS = list(EpuFileKind)
 def test_synthetic_documents_parse() -> None:
     session = parse_bytes(SESSION, _info(EpuFileKind.SESSION, "s"))
     assert session.kind is EpuFileKind.SESSION
-    assert session.acquisition.session_id == "42"  # type: ignore[union-attr]
-    assert session.acquisition.gridsquare_ids == ["7"]  # type: ignore[union-attr]
-    assert session.acquisition.epu_version == "3.7.0.6930"  # type: ignore[union-attr]
+    assert session.acquisition.session_id == "42"
+    assert session.acquisition.gridsquare_ids == ["7"]
+    assert session.acquisition.epu_version == "3.7.0.6930"
     micrograph = parse_bytes(IMAGE, _info(EpuFileKind.MICROGRAPH, "m"))
     image = micrograph.micrograph.image  # type: ignore[union-attr]
     assert image is not None
@@ -208,7 +209,7 @@ def _elements(draw: st.DrawFn, depth: int = 0) -> str:
     if draw(st.integers(0, 5)) == 0:
         attrs += f' xmlns:z="{Z}" z:Ref="{draw(st.integers(0, 3))}"'
     if draw(st.integers(0, 5)) == 0:
-        attrs += f' xmlns:i="{I}" i:nil="true"'
+        attrs += f' xmlns:i="{XSI}" i:nil="true"'
     if depth >= 3 or draw(st.booleans()):
         text = draw(_texts).replace("&", "&amp;").replace("<", "&lt;")
         return f"<{name}{attrs}>{text}</{name}>"
@@ -238,10 +239,8 @@ def _documents(draw: st.DrawFn) -> bytes:
 
 
 def _only_package_errors(data: bytes, kind: EpuFileKind) -> None:
-    try:
+    with contextlib.suppress(ConverterError):
         parse_bytes(data, _info(kind, "p"))
-    except ConverterError:
-        pass
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -313,7 +312,18 @@ def test_real_files_truncated_and_mutated(epu_samples_dir: Path, index: int, cut
         parse_bytes(data[:position], info)
     mutated = bytearray(data)
     mutated[position] = byte
-    try:
+    with contextlib.suppress(ConverterError):
         parse_bytes(bytes(mutated), info)
-    except ConverterError:
-        pass
+
+
+def test_image_with_references_is_dereferenced() -> None:
+    doc = IMAGE.replace(
+        b"<microscopeData>",
+        f'<microscopeData xmlns:z="{Z}"><core><ApplicationSoftware z:Id="7">EPU</ApplicationSoftware>'
+        '<ApplicationSoftwareVersion z:Ref="7" i:nil="true"/></core>'.encode(),
+    )
+    result = parse_bytes(doc, _info(EpuFileKind.MICROGRAPH, "m"))
+    image = result.micrograph.image  # type: ignore[union-attr]
+    assert image is not None
+    assert (image.software_name, image.software_version) == ("EPU", "EPU")
+    assert image.defocus_m == -2e-06

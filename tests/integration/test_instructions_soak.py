@@ -38,7 +38,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def start_agent(backend: BackendServer, semphony: SemphonyServer, session_id: str, state_dir: Path, log: Path):
-    config = {"ack_initial_delay_s": 0.05, "ack_max_delay_s": 0.5, "ack_max_attempts": 40, "drain_timeout_s": 1}
+    config = {
+        "ack_initial_delay_s": 0.05,
+        "ack_max_delay_s": 1.0,
+        "ack_max_attempts": 40,
+        "drain_timeout_s": 1,
+        "resync_interval_s": 1.0,
+    }
     cmd = [
         sys.executable, "-m", "agent.instructions",
         "--backend", backend.url, "--agent-id", AGENT_ID, "--session-id", session_id,
@@ -82,8 +88,8 @@ def test_soak(tmp_path: Path, compat: str) -> None:
     expires_in = 600.0
     if compat == "smartem":
         # Redelivery only through the expiry sweep: short expiries, a fast sweep, enough resets to never expire.
-        options |= {"expiry_sweep_interval": 0.5, "expiry_extension": 3.0, "max_retries": 1000}
-        expires_in = 3.0
+        options |= {"expiry_sweep_interval": 0.5, "expiry_extension": 5.0, "max_retries": 1000}
+        expires_in = 8.0
     log = tmp_path / "agent.log"
     state_dir = tmp_path / "state"
     with BackendServer(tmp_path / "backend.sqlite3", compat=compat, **options) as backend:  # type: ignore[arg-type]
@@ -133,6 +139,9 @@ def test_soak(tmp_path: Path, compat: str) -> None:
             semphony.stop()
 
     tail = log.read_text(errors="replace")[-3000:]
+    if pending:
+        (tmp_path / "pending.json").write_text(json.dumps([rows[i] for i in pending], indent=1))
+        Path("/tmp/soak-pending.json").write_text(json.dumps([rows[i] for i in pending], indent=1))
     assert not pending, f"{len(pending)} never acknowledged, e.g. {rows[pending[0]]}\n{tail}"
     statuses: Counter[str] = Counter()
     for iid in created:

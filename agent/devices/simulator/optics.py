@@ -218,7 +218,7 @@ class Specimen:
             if texel_px > 32.0 * max(hp, wp):
                 continue  # a near-constant offset over the frame, removed by the detector normalisation anyway
             # Two samples per texel at least, and never coarser than a few samples across the padded frame.
-            level = max(0, int(math.floor(math.log2(texel_px / 2.0))))
+            level = max(0, math.floor(math.log2(texel_px / 2.0)))
             level = min(level, max(0, int(math.log2(max(hp, wp) / 4.0))))
             by_level.setdefault(level, []).append(octave)
         for level, octaves in sorted(by_level.items()):
@@ -296,7 +296,7 @@ class Specimen:
             if radius_px < 1.5 or cell_m > 64.0 * frame_m:
                 continue
             # Sample finely enough for a crisp edge: at least six samples per radius.
-            level = max(0, int(math.floor(math.log2(max(radius_px / 6.0, 1.0)))))
+            level = max(0, math.floor(math.log2(max(radius_px / 6.0, 1.0))))
             u, v = _level_axes(hp, wp, level, pixel_m, pad, h, w)
             layer = self._particle_layer(j, radius_m, cell_m, center_m, rot, u, v, pixel_m * 2.0**level)
             if layer is not None:
