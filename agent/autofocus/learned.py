@@ -112,7 +112,7 @@ class LearnedCorrector:
         """Predict the correction from images at ``WD − sigma`` and ``WD + sigma``."""
         import torch
 
-        corners = patch_grid(minus.shape, self.patch_px, n_patches)  # type: ignore[arg-type]
+        corners = patch_grid(minus.shape, self.patch_px, n_patches)
         pairs = stack_patch_pairs(minus, plus, corners, self.patch_px)
         if not np.isfinite(pairs).all():
             raise AutofocusError("focus images contain non-finite values")

@@ -46,4 +46,5 @@ def normalize_pairs(pairs: NDArray[np.float32]) -> NDArray[np.float32]:
     """Remove each pair's joint mean and divide by its joint s.d. (keeps the contrast ratio between the two)."""
     mean = pairs.mean(axis=(1, 2, 3), keepdims=True)
     std = pairs.std(axis=(1, 2, 3), keepdims=True)
-    return ((pairs - mean) / np.maximum(std, 1e-6)).astype(np.float32, copy=False)
+    out: NDArray[np.float32] = ((pairs - mean) / np.maximum(std, 1e-6)).astype(np.float32, copy=False)
+    return out

@@ -107,7 +107,7 @@ def train(
             xb, yb = augment(x[idx], y[idx], gen)
             loss = laplace_nll(model(xb), yb / scale)
             opt.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(idx)

@@ -54,7 +54,8 @@ class Match:
 def _to_u8(image: NDArray[np.float32]) -> NDArray[np.uint8]:
     lo, hi = np.percentile(image, (0.5, 99.5))
     scaled = (image - lo) * (255.0 / max(float(hi - lo), 1e-6))
-    return np.clip(scaled, 0, 255).astype(np.uint8)
+    out: NDArray[np.uint8] = np.clip(scaled, 0, 255).astype(np.uint8)
+    return out
 
 
 def _matrix(m: Match, saved_shape: tuple[int, int], live_shape: tuple[int, int]) -> NDArray[np.float64]:
@@ -84,7 +85,7 @@ def warp_similarity(
 ) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
     """Warp a live image into the saved image's frame; returns the warped image and its validity mask."""
     cv2 = import_cv2()
-    mat = _matrix(m, saved_shape, image.shape)  # type: ignore[arg-type]
+    mat = _matrix(m, saved_shape, image.shape)
     h, w = saved_shape
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     warped = cv2.warpAffine(image.astype(np.float32), mat, (w, h), flags=flags, borderValue=0.0)
@@ -95,7 +96,7 @@ def warp_similarity(
 def _confidence(saved: NDArray[np.float32], live: NDArray[np.float32], m: Match) -> tuple[float, float]:
     """NCC over the overlap (after a light blur against noise) times a penalty for small overlaps."""
     cv2 = import_cv2()
-    warped, valid = warp_similarity(live, m, saved.shape)  # type: ignore[arg-type]
+    warped, valid = warp_similarity(live, m, saved.shape)
     overlap = float(valid.mean())
     if overlap < _MIN_OVERLAP:
         return 0.0, overlap
@@ -120,8 +121,8 @@ def _features(cv2: Any, saved: NDArray[np.float32], live: NDArray[np.float32]) -
     good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < 0.8 * p[1].distance]
     if len(good) < _MIN_INLIERS:
         return None
-    src = np.float32([kp_s[g.queryIdx].pt for g in good])
-    dst = np.float32([kp_l[g.trainIdx].pt for g in good])
+    src = np.array([kp_s[g.queryIdx].pt for g in good], dtype=np.float32)
+    dst = np.array([kp_l[g.trainIdx].pt for g in good], dtype=np.float32)
     mat, inliers = cv2.estimateAffinePartial2D(
         src,
         dst,
@@ -133,7 +134,7 @@ def _features(cv2: Any, saved: NDArray[np.float32], live: NDArray[np.float32]) -
     )
     if mat is None or inliers is None or int(inliers.sum()) < _MIN_INLIERS:
         return None
-    tx, ty, angle, scale = _from_matrix(mat.astype(np.float64), saved.shape, live.shape)  # type: ignore[arg-type]
+    tx, ty, angle, scale = _from_matrix(mat.astype(np.float64), saved.shape, live.shape)
     if not (0.5 < scale < 2.0):
         return None
     return Match(tx, ty, angle, scale, 0.0, "features", inliers=int(inliers.sum()))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
@@ -20,7 +20,7 @@ __all__ = [
 ]
 
 #: ``format`` value of the manifests this package writes and reads.
-MANIFEST_FORMAT = "em-agent-roi/1"
+MANIFEST_FORMAT: Final = "em-agent-roi/1"
 _LEVELS = ("l0", "l1", "l2", "l3")
 
 

@@ -217,7 +217,7 @@ def find_roi(
         saved = levels[index].stage_pose
         ops.move_to(saved["x"], saved["y"], saved.get("z"), saved.get("r"))
     rotatable = isinstance(ops, RotatableRoiOps)
-    if stage_mode == "same_session" and rotatable:
+    if stage_mode == "same_session" and isinstance(ops, RotatableRoiOps):
         ops.set_image_rotation_rad(levels[index].image_rotation_rad)
 
     fov_factor = 1.0

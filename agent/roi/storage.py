@@ -86,4 +86,5 @@ def load_level_image(level: SavedRoiLevel) -> NDArray[np.float32]:
             f"ROI image {level.image} is {data.shape}, manifest says {(level.height, level.width)}"
         )
     scale = 65535.0 if data.dtype == np.uint16 else 255.0
-    return (data.astype(np.float32) / np.float32(scale)).astype(np.float32)
+    out: NDArray[np.float32] = (data.astype(np.float32) / np.float32(scale)).astype(np.float32)
+    return out

@@ -144,17 +144,23 @@ def test_soak(tmp_path: Path, compat: str) -> None:
         Path("/tmp/soak-pending.json").write_text(json.dumps([rows[i] for i in pending], indent=1))
     assert not pending, f"{len(pending)} never acknowledged, e.g. {rows[pending[0]]}\n{tail}"
     statuses: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
     for iid in created:
         accepted = [a for a in rows[iid]["acknowledgements"] if a["outcome"] == "accepted"]
         assert len(accepted) == 1, (iid, rows[iid]["acknowledgements"])
         assert accepted[0]["status"] != "received"
         statuses[accepted[0]["status"]] += 1
+        reasons[(accepted[0]["error_message"] or "")[:40]] += 1
         if accepted[0]["status"] == "failed":
             assert INTERRUPTED_MESSAGE in (accepted[0]["error_message"] or ""), accepted[0]
     # Every invalid and unknown instruction was declined, and nearly everything else processed.
     assert statuses["declined"] >= TOTAL // 8 - KILLS
+    assert set(reasons) <= {""} | {r for r in reasons if r.startswith(("unknown instruction", "invalid payload",
+        "expired", INTERRUPTED_MESSAGE[:40]))}, reasons  # fmt: skip
     assert statuses["failed"] <= KILLS * (1 + 4)  # at most the in-flight ones of each kill (one per worker)
-    assert statuses["processed"] >= TOTAL * 6 // 8 - KILLS
+    # Under smartem's short expiries some instructions legitimately expire in the agent's queue (declined).
+    floor = TOTAL * 6 // 8 - KILLS if compat == "strict" else TOTAL // 2
+    assert statuses["processed"] >= floor, (statuses, reasons)
 
     # No device action ran twice: every action's parameters are unique to one instruction.
     log_entries = semphony.core.sem.action_log
@@ -162,5 +168,13 @@ def test_soak(tmp_path: Path, compat: str) -> None:
     fovs = Counter(round(a.params["fov_um"], 4) for a in log_entries if a.capability == Capability.SET_VIEW_FIELD)
     assert moves and max(moves.values()) == 1, moves.most_common(3)
     assert fovs and max(fovs.values()) == 1, fovs.most_common(3)
-    expected_moves = sum(1 for i in range(TOTAL) if i % 8 in (0, 4, 5))
-    assert expected_moves - KILLS <= sum(moves.values()) <= expected_moves
+    # Each processed move ran exactly once; an interrupted one may or may not have reached the stage.
+    move_types = ("sem.stage.move_to", "microscope.control.move_stage")
+    final = {iid: next(a for a in rows[iid]["acknowledgements"] if a["outcome"] == "accepted") for iid in created}
+    processed_moves = sum(
+        1 for iid in created if rows[iid]["instruction_type"] in move_types and final[iid]["status"] == "processed"
+    )
+    interrupted_moves = sum(
+        1 for iid in created if rows[iid]["instruction_type"] in move_types and final[iid]["status"] == "failed"
+    )
+    assert processed_moves <= sum(moves.values()) <= processed_moves + interrupted_moves

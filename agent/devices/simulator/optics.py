@@ -274,7 +274,8 @@ class Specimen:
         sy = ty * ty * (3.0 - 2.0 * ty)
         top = v00 + sx * (v10 - v00)
         bottom = v01 + sx * (v11 - v01)
-        return (top + sy * (bottom - top)).astype(np.float32, copy=False)
+        values: NDArray[np.float32] = (top + sy * (bottom - top)).astype(np.float32, copy=False)
+        return values
 
     def _add_particles(
         self,
@@ -435,7 +436,9 @@ def render_specimen(
 ) -> NDArray[np.float32]:
     """Return the noise-free, blurred grey image (float32, values in [0, 1]) of a view."""
     h, w = shape
-    pixel_m = fov_m / w if w > 0 else float("nan")
+    if h < 1 or w < 1 or not (fov_m > 0 and math.isfinite(fov_m)):
+        raise ValueError(f"invalid view: shape={shape}, fov_m={fov_m}")
+    pixel_m = fov_m / w
     s1, s2, angle = psf_sigmas(defocus_m, stig, optics)
     s1_px, s2_px = s1 / pixel_m, s2 / pixel_m
     # Pad by three PSF widths (bucketed so that a focus pair shares one cached raster), at most half a frame.
@@ -503,5 +506,5 @@ def render_image(
         counts = lam + np.sqrt(var) * rng.standard_normal(lam.shape, dtype=np.float32)
     if dwell_s < optics.fast_scan_dwell_s and optics.read_noise_counts > 0:
         counts += np.float32(optics.read_noise_counts) * rng.standard_normal(lam.shape, dtype=np.float32)
-    image = counts / np.float32(scale)
-    return np.clip(image, 0.0, 1.0).astype(np.float32, copy=False)
+    image: NDArray[np.float32] = np.clip(counts / np.float32(scale), 0.0, 1.0).astype(np.float32, copy=False)
+    return image
