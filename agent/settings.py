@@ -142,11 +142,16 @@ class DeviceSettings(BaseModel):
     api_key_file: Path | None = Field(None, description="File holding the Semphony API key.")
     device_slug: str = Field("sem-001", description="Semphony device slug.")
     run_name: str = Field("em-agent", description="Semphony run name (resumed if it exists).")
-    simulator_seed: int = Field(0, description="Seed of the simulated specimen.")
+    simulator_seed: int = Field(0, description="Seed of the simulated specimen (backend = 'simulator').")
+    simulator_time_factor: float = Field(
+        1.0, ge=0, description="Scales simulated durations (pump, vent, stage travel); 0 = instantaneous."
+    )
     athena_url: str | None = Field(
         None, description="Athena decision-service URL; None declines reorder/skip."
     )
-    athena_session_id: str | None = Field(None, description="Athena session id for decisions.")
+    athena_session_id: str | None = Field(
+        None, description="Athena session id of the EPU session (required with athena_url)."
+    )
 
     def resolved_api_key(self) -> str | None:
         """The Semphony API key from the environment or its file."""

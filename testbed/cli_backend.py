@@ -16,9 +16,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import httpx
+
+if TYPE_CHECKING:
+    # Imported lazily at run time: loading testbed.backend pulls in FastAPI and uvicorn.
+    from testbed.backend.options import AuthOptions
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 _PRIORITIES = ("critical", "high", "normal", "low")
@@ -47,6 +51,56 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--expiry-sweep-interval", type=float, default=30.0, help="expiry / stale-connection sweep period, s"
     )
+    auth = parser.add_argument_group(
+        "authentication", "off unless --token or --client-id/--client-secret is given"
+    )
+    auth.add_argument(
+        "--token",
+        action="append",
+        default=[],
+        metavar="TOKEN",
+        help="accept this bearer token (never expires); repeatable",
+    )
+    auth.add_argument("--client-id", help="client of the OAuth2 client-credentials endpoint POST /auth/token")
+    auth.add_argument(
+        "--client-secret",
+        help="that client's secret (visible in the process list: a testbed, not production)",
+    )
+    auth.add_argument(
+        "--token-lifetime", type=float, default=300.0, help="lifetime of issued tokens, s (default 300)"
+    )
+    auth.add_argument(
+        "--token-leeway", type=float, default=0.0, help="grace after a token's expiry, s (SmartEM: 60)"
+    )
+    auth.add_argument(
+        "--keep-streams-on-expiry",
+        action="store_true",
+        help="do not end an open SSE stream when its token expires (SmartEM checks at connect only)",
+    )
+
+
+def _auth_options(args: argparse.Namespace) -> AuthOptions | None:
+    """The ``AuthOptions`` the arguments ask for, ``None`` for an open backend; ``ValueError`` when they
+    contradict each other."""
+    from pydantic import ValidationError
+
+    from testbed.backend.options import AuthOptions
+
+    if not args.token and args.client_id is None and args.client_secret is None:
+        return None
+    try:
+        return AuthOptions(
+            static_tokens=tuple(args.token),
+            client_id=args.client_id,
+            client_secret=args.client_secret,
+            token_lifetime_s=args.token_lifetime,
+            leeway_s=args.token_leeway,
+            end_streams_on_expiry=not args.keep_streams_on_expiry,
+        )
+    except ValidationError as exc:
+        # The messages name fields and constraints, never the values (which may be secrets).
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'auth'}: {e['msg']}" for e in exc.errors())
+        raise ValueError(problems) from None
 
 
 def _run_backend(args: argparse.Namespace) -> int:
@@ -55,8 +109,20 @@ def _run_backend(args: argparse.Namespace) -> int:
     if args.heartbeat_interval <= 0 or args.ping_interval <= 0 or args.expiry_sweep_interval <= 0:
         print("error: intervals must be > 0", file=sys.stderr)
         return 2
+    try:
+        auth = _auth_options(args)
+    except ValueError as exc:
+        print(f"error: authentication options: {exc}", file=sys.stderr)
+        return 2
+    if auth is None:
+        auth_note = "no authentication"
+    else:
+        ways = [f"{len(auth.static_tokens)} static token(s)"] if auth.static_tokens else []
+        if auth.client_id is not None:
+            ways.append(f"client {auth.client_id!r} at /auth/token ({auth.token_lifetime_s:g} s tokens)")
+        auth_note = "bearer auth: " + ", ".join(ways)
     print(
-        f"testbed backend ({args.compat}) on http://{args.host}:{args.port}, database {args.db}",
+        f"testbed backend ({args.compat}) on http://{args.host}:{args.port}, database {args.db}, {auth_note}",
         file=sys.stderr,
         flush=True,
     )
@@ -69,6 +135,7 @@ def _run_backend(args: argparse.Namespace) -> int:
             heartbeat_interval=args.heartbeat_interval,
             ping_interval=args.ping_interval,
             expiry_sweep_interval=args.expiry_sweep_interval,
+            auth=auth,
         )
     except OSError as exc:
         print(f"error: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
@@ -83,14 +150,24 @@ class CliError(Exception):
     """A user-facing error: printed without a traceback, exit code 1."""
 
 
+def _client(url: str, headers: dict[str, str] | None = None) -> httpx.Client:
+    """A client for the backend at ``url``. The CA bundle is loaded only for ``https``: loading it costs tens
+    of milliseconds and plain HTTP never uses it."""
+    return httpx.Client(base_url=url, timeout=10.0, headers=headers, verify=httpx.URL(url).scheme == "https")
+
+
 def _get(client: httpx.Client, path: str, **params: Any) -> Any:
     try:
         response = client.get(path, params={k: v for k, v in params.items() if v is not None})
     except httpx.HTTPError as exc:
         raise CliError(f"cannot reach the backend at {client.base_url}: {exc}") from exc
     if response.status_code >= 400:
-        raise CliError(f"GET {path} -> HTTP {response.status_code}: {response.text[:500]}")
+        raise CliError(f"GET {path} -> HTTP {response.status_code}: {response.text[:500]}{_hint(response)}")
     return response.json()
+
+
+def _hint(response: httpx.Response) -> str:
+    return " (the backend requires authentication: pass --token)" if response.status_code == 401 else ""
 
 
 def _resolve_session(client: httpx.Client, session_id: str | None) -> str:
@@ -123,15 +200,18 @@ def _run_instruct(args: argparse.Namespace) -> int:
     }
     if args.sequence_number is not None:
         body["sequence_number"] = args.sequence_number
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     try:
-        with httpx.Client(base_url=args.backend, timeout=10.0) as client:
+        with _client(args.backend, headers) as client:
             session_id = _resolve_session(client, args.session_id)
             try:
                 response = client.post(f"/debug/session/{session_id}/create-instruction", json=body)
             except httpx.HTTPError as exc:
                 raise CliError(f"cannot reach the backend at {args.backend}: {exc}") from exc
             if response.status_code >= 400:
-                raise CliError(f"create-instruction -> HTTP {response.status_code}: {response.text[:500]}")
+                raise CliError(
+                    f"create-instruction -> HTTP {response.status_code}: {response.text[:500]}{_hint(response)}"
+                )
             created = response.json()
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -190,7 +270,7 @@ def watch_instructions(
 
 def _run_instructions(args: argparse.Namespace) -> int:
     try:
-        with httpx.Client(base_url=args.backend, timeout=10.0) as client:
+        with _client(args.backend) as client:
             if args.watch:
                 watch_instructions(
                     client,
@@ -228,6 +308,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     instruct.add_argument("--priority", choices=_PRIORITIES, default="normal")
     instruct.add_argument("--sequence-number", type=int)
     instruct.add_argument("--expires-in", type=float, default=3600.0, help="expiry in seconds (default 3600)")
+    instruct.add_argument("--token", help="bearer token for a backend that requires authentication")
     instruct.set_defaults(func=_run_instruct)
 
     listing = subparsers.add_parser("instructions", help="list instructions and their lifecycle")

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.autofocus.patches import normalize_pairs
+from agent.autofocus.patches import patch_grid, stack_inputs
 from agent.devices.simulator.optics import DEFAULT_OPTICS, OpticsParams, Specimen, render_image
 
 __all__ = ["TrainingSpec", "generate_samples"]
@@ -26,13 +26,14 @@ class TrainingSpec:
 
     pixel_size_nm: float = 10.0
     patch_px: int = 64
+    image_px: int = 256
     perturbation_um: float = 5.0
     wd_range_um: float = 75.0
     near_wd_range_um: float = 8.0
     stig_range: float = 2.5
     near_stig_range: float = 0.4
     near_fraction: float = 0.5
-    dwell_us_range: tuple[float, float] = (0.3, 3.0)
+    dwell_us_range: tuple[float, float] = (0.5, 3.0)
     stage_range_m: float = 20e-3
     n_specimens: int = 32
 
@@ -49,17 +50,20 @@ def generate_samples(
     optics: OpticsParams = DEFAULT_OPTICS,
     specimen_seed_base: int = 1000,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Render ``n_views`` views, each cut into 4 patch pairs: returns ``x (4n, 2, P, P)``, ``y (4n, 3)``.
+    """Render ``n_views`` image pairs, 4 samples each: returns ``x (4n, 4, P, P)``, ``y (4n, 3)``.
+
+    Each sample is a fine patch pair and the coarse pair of the whole field (see :func:`stack_inputs`).
 
     ``y`` columns are the WD correction (µm) and the two stigmator corrections (units).
     """
     if n_views < 1:
         raise ValueError("n_views must be >= 1")
     p = spec.patch_px
-    side = 2 * p
+    side = spec.image_px
     fov_m = spec.pixel_size_nm * 1e-9 * side
+    corners = patch_grid((side, side), p, 4)
     specimens: dict[int, Specimen] = {}
-    xs = np.empty((4 * n_views, 2, p, p), dtype=np.float32)
+    xs = np.empty((4 * n_views, 4, p, p), dtype=np.float32)
     ys = np.empty((4 * n_views, 3), dtype=np.float32)
     for i in range(n_views):
         seed = specimen_seed_base + int(rng.integers(0, spec.n_specimens))
@@ -93,8 +97,8 @@ def generate_samples(
                     optics=optics,
                 )
             )
-        for k, (y0, x0) in enumerate(((0, 0), (0, p), (p, 0), (p, p))):
-            xs[4 * i + k, 0] = pair[0][y0 : y0 + p, x0 : x0 + p]
-            xs[4 * i + k, 1] = pair[1][y0 : y0 + p, x0 : x0 + p]
-            ys[4 * i + k] = (-defocus_um, -stig[0], -stig[1])
-    return normalize_pairs(xs), ys
+        # Random patch positions (not only the corners) so the fine patches see the whole field.
+        jitter = [(int(rng.integers(0, side - p + 1)), int(rng.integers(0, side - p + 1))) for _ in corners]
+        xs[4 * i : 4 * i + 4] = stack_inputs(pair[0], pair[1], jitter, p)
+        ys[4 * i : 4 * i + 4] = (-defocus_um, -stig[0], -stig[1])
+    return xs, ys

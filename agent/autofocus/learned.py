@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent.autofocus.models import AutofocusConfig, AutofocusError
-from agent.autofocus.patches import patch_grid, stack_patch_pairs
+from agent.autofocus.patches import patch_grid, stack_inputs
 
 if TYPE_CHECKING:
     from agent.autofocus.network import FocusNet
@@ -92,6 +92,7 @@ class LearnedCorrector:
         spec = self.meta["spec"]
         self.pixel_size_nm = float(spec["pixel_size_nm"])
         self.patch_px = int(spec["patch_px"])
+        self.image_px = int(spec["image_px"])
         self.perturbation_um = float(spec["perturbation_um"])
         self.target_scale = np.asarray(self.meta["target_scale"], dtype=np.float64)
         self._lock = threading.Lock()
@@ -103,8 +104,8 @@ class LearnedCorrector:
             problems.append(f"pixel_size_nm={config.pixel_size_nm} (trained: {self.pixel_size_nm})")
         if abs(config.perturbation_um / self.perturbation_um - 1.0) > 0.01:
             problems.append(f"perturbation_um={config.perturbation_um} (trained: {self.perturbation_um})")
-        if config.image_size_px < self.patch_px:
-            problems.append(f"image_size_px={config.image_size_px} < patch size {self.patch_px}")
+        if config.image_size_px != self.image_px:
+            problems.append(f"image_size_px={config.image_size_px} (trained: {self.image_px})")
         if problems:
             raise AutofocusError("learned corrector cannot use " + ", ".join(problems))
 
@@ -113,7 +114,7 @@ class LearnedCorrector:
         import torch
 
         corners = patch_grid(minus.shape, self.patch_px, n_patches)
-        pairs = stack_patch_pairs(minus, plus, corners, self.patch_px)
+        pairs = stack_inputs(minus, plus, corners, self.patch_px)
         if not np.isfinite(pairs).all():
             raise AutofocusError("focus images contain non-finite values")
         with self._lock, torch.no_grad():

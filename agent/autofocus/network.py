@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 #: Version tag stored with the weights; bump it when the layers change.
-ARCHITECTURE = "focusnet-v2"
+ARCHITECTURE = "focusnet-v4"
 #: Network outputs are corrections divided by these (WD µm, stig x, stig y): similar magnitudes for the loss.
 TARGET_SCALE = (10.0, 0.5, 0.5)
 
@@ -46,7 +46,7 @@ def _block(c_in: int, c_out: int, k: int, depth: int) -> nn.Sequential:
 
 
 class FocusNet(nn.Module):
-    """``(N, 2, P, P)`` normalised patch pairs -> ``(N, 6)``: three scaled corrections and three log scales."""
+    """``(N, 4, P, P)`` inputs (fine pair, coarse pair) -> ``(N, 6)``: three scaled corrections, three log scales."""
 
     def __init__(self, width: int = 16) -> None:
         """Build the layers; ``width`` is the channel count of the first block."""
@@ -54,40 +54,42 @@ class FocusNet(nn.Module):
         # A strided 5x5 first layer still sees every pixel (blur lives at the finest scale) but quarters the
         # cost of everything after it: this keeps CPU training to minutes.
         self.encoder = nn.Sequential(
-            *_conv(4, width, 5, stride=2),
+            *_conv(10, width, 5, stride=2),
             _block(width, 2 * width, 3, 2),
             _block(2 * width, 3 * width, 3, 2),
             _block(3 * width, 4 * width, 3, 2),
         )
-        # Global pooling of both the mean and the spread of the features: blur is a texture statistic.
+        # Flatten rather than pool: in the spectral channels position is spatial frequency, which matters.
         self.head = nn.Sequential(
-            nn.Linear(8 * width, 128),
+            nn.Flatten(),
+            nn.Linear(4 * width * 16, 128),
             nn.ReLU(inplace=True),
             nn.Linear(128, 6),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predict scaled corrections and log scales."""
-        f = self.encoder(torch.cat([x, log_spectra(x)], dim=1))
-        pooled = torch.cat([f.mean(dim=(2, 3)), f.std(dim=(2, 3))], dim=1)
-        out: torch.Tensor = self.head(pooled)
+        spectra = [log_spectra(x[:, 0:2]), log_spectra(x[:, 2:4])]
+        out: torch.Tensor = self.head(self.encoder(torch.cat([x, *spectra], dim=1)))
         return out
 
 
 def log_spectra(x: torch.Tensor) -> torch.Tensor:
-    """Centred log power spectra of each channel, standardised per channel.
+    """Spectral channels of a pair: both centred log power spectra (jointly standardised) and their difference.
 
-    Defocus shrinks the spectrum and astigmatism makes it elliptical (sem-reference §7): given the spectra as
-    extra channels, the network reads blur size and orientation directly instead of learning a Fourier
-    transform from scarce CPU training.
+    For Gaussian probes the log ratio of the two spectra no longer depends on the specimen: it is the
+    quadratic form ``C·[Δz·(u²+v²) + A_x/2·(u²−v²) + A_y·u·v]`` (from ``σ₊² − σ₋²`` along the line-focus axes),
+    linear in defocus and in both astigmatism components. Given these channels the network reads defocus and
+    astigmatism directly instead of learning a Fourier transform from scarce CPU training.
     """
     window = torch.hann_window(x.shape[-1], dtype=x.dtype)
     win2d = window[:, None] * window[None, :]
     power = torch.fft.fftshift(torch.fft.fft2(x * win2d).abs().square(), dim=(-2, -1))
-    logp = torch.log(power + 1e-3)
-    mean = logp.mean(dim=(-2, -1), keepdim=True)
-    std = logp.std(dim=(-2, -1), keepdim=True).clamp_min(1e-3)
-    return (logp - mean) / std
+    logp = torch.log(power + 1e-2)
+    ratio = (logp[:, :1] - logp[:, 1:2]).clamp(-6.0, 6.0)
+    mean = logp.mean(dim=(1, 2, 3), keepdim=True)
+    std = logp.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)
+    return torch.cat([(logp - mean) / std, ratio], dim=1)
 
 
 def laplace_nll(out: torch.Tensor, target_scaled: torch.Tensor) -> torch.Tensor:

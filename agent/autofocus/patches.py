@@ -7,7 +7,7 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["normalize_pairs", "patch_grid", "stack_patch_pairs"]
+__all__ = ["coarse_pair", "normalize_pairs", "patch_grid", "stack_inputs", "stack_patch_pairs"]
 
 
 def patch_grid(shape: tuple[int, int], patch_px: int, n_patches: int) -> list[tuple[int, int]]:
@@ -48,3 +48,28 @@ def normalize_pairs(pairs: NDArray[np.float32]) -> NDArray[np.float32]:
     std = pairs.std(axis=(1, 2, 3), keepdims=True)
     out: NDArray[np.float32] = ((pairs - mean) / np.maximum(std, 1e-6)).astype(np.float32, copy=False)
     return out
+
+
+def coarse_pair(minus: NDArray[np.float32], plus: NDArray[np.float32], patch_px: int) -> NDArray[np.float32]:
+    """Both whole images block-averaged down to ``patch_px`` square: ``(2, P, P)``, jointly normalised.
+
+    Far from focus the blur spans many pixels and its signal sits at the lowest spatial frequencies, which a
+    small full-resolution patch barely resolves; the whole field at reduced resolution carries it (and
+    averages shot noise away).
+    """
+    h, w = minus.shape
+    if minus.shape != plus.shape or h != w or h % patch_px:
+        raise ValueError(f"coarse view needs equal square images divisible by {patch_px}, got {minus.shape}")
+    f = h // patch_px
+    pair = np.stack([minus, plus]).reshape(2, patch_px, f, patch_px, f).mean(axis=(2, 4))
+    out: NDArray[np.float32] = normalize_pairs(pair[None].astype(np.float32))[0]
+    return out
+
+
+def stack_inputs(
+    minus: NDArray[np.float32], plus: NDArray[np.float32], corners: list[tuple[int, int]], patch_px: int
+) -> NDArray[np.float32]:
+    """Network inputs ``(N, 4, P, P)``: each fine patch pair plus the shared coarse pair of the whole field."""
+    fine = stack_patch_pairs(minus, plus, corners, patch_px)
+    coarse = np.broadcast_to(coarse_pair(minus, plus, patch_px), fine.shape)
+    return np.concatenate([fine, coarse], axis=1)

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"em-agent ingest: {args.watch_dir} is not a folder", file=sys.stderr)
         return 2
     try:
-        from agent.settings import load_settings  # noqa: PLC0415 - only when a config is used
+        from agent.settings import load_settings
 
         overrides: dict[str, Any] = {}
         if args.backend:
@@ -101,9 +101,9 @@ async def _main(args: argparse.Namespace, config: IngestConfig, settings: Any) -
         tmp = tempfile.TemporaryDirectory(prefix="em-agent-dry-run-")
         db: Database = open_database(Path(tmp.name))
     else:
-        from agent.connections import backend_auth, backend_timeout, backend_verify  # noqa: PLC0415
-        from backend_client.async_client import AsyncSmartEMAPIClient  # noqa: PLC0415
-        from backend_client.retry import RetryPolicy  # noqa: PLC0415
+        from agent.connections import backend_auth, backend_timeout, backend_verify
+        from backend_client.async_client import AsyncSmartEMAPIClient
+        from backend_client.retry import RetryPolicy
 
         db = open_database(Path(settings.state_dir))
         # httpx accepts an SSLContext too; the client's annotation (bool | str) is narrower than httpx's.
@@ -184,7 +184,7 @@ class _Progress:
         self._service = service
         self._bar: Any = None
         if enabled:
-            from tqdm import tqdm  # noqa: PLC0415 - only on a terminal
+            from tqdm import tqdm
 
             self._bar = tqdm(total=0, unit="file", desc="ingest", file=sys.stderr)
 

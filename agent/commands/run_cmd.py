@@ -124,7 +124,9 @@ def _compose_instructions(
     comp: Composition,
     services: list[NamedService],
 ) -> Any:
-    from agent.instructions.runner import DeviceOptions, build_device_handle, build_service
+    from agent.devices.simulator.config import SimulatorConfig
+    from agent.instructions.config import RuntimeConfig, RuntimeSettings
+    from agent.instructions.runner import DeviceOptions, build_decisions, build_device_handle, build_service
     from backend_client.async_client import AsyncSmartEMAPIClient
     from backend_client.retry import RetryPolicy
     from backend_client.sse import AgentHeartbeatSender, SSEAgentClient
@@ -156,13 +158,23 @@ def _compose_instructions(
             api_key=settings.device.resolved_api_key(),
             device_slug=settings.device.device_slug,
             run_name=settings.device.run_name,
+            simulator=SimulatorConfig(
+                seed=settings.device.simulator_seed, time_factor=settings.device.simulator_time_factor
+            ),
         )
     )
-    decisions = None
-    if settings.device.athena_url:
-        from agent.devices.athena import AthenaClient
-
-        decisions = AthenaClient(settings.device.athena_url)
+    try:
+        decisions = build_decisions(settings.device.athena_url, settings.device.athena_session_id)
+    except ValueError as exc:
+        raise ConfigError(f"device.athena_session_id: {exc}") from exc
+    level = settings.logging.level.upper()
+    runtime = RuntimeConfig(
+        RuntimeSettings(
+            status_interval_s=max(1.0, settings.logging.status_interval_s),
+            log_level=level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO",
+            heartbeat_interval_s=settings.backend.heartbeat_interval_s,
+        )
+    )
     service = build_service(
         settings.instructions,
         db,
@@ -174,6 +186,7 @@ def _compose_instructions(
         device=device,
         decisions=decisions,
         introspection=comp.ingest,
+        runtime=runtime,
     )
     if device is not None:
 
@@ -191,7 +204,21 @@ def _compose_instructions(
             is_connected=lambda: sse.connected,
         )
         services.append(NamedService("heartbeat", _HeartbeatService(beat)))
+    _apply_runtime_changes(runtime, comp, beat if settings.backend.heartbeat_interval_s > 0 else None)
     return service
+
+
+def _apply_runtime_changes(runtime: Any, comp: Composition, beat: Any | None) -> None:
+    """``agent.config.update`` changes take effect: log level, status-line period, heartbeat period."""
+
+    def on_change(settings: Any, changes: dict[str, Any]) -> None:
+        logging.getLogger().setLevel(str(settings.log_level).upper())
+        comp.daemon.status_interval_s = float(settings.status_interval_s)
+        if beat is not None and settings.heartbeat_interval_s > 0:
+            beat.interval = float(settings.heartbeat_interval_s)
+        log.info("agent.runtime_config_changed", extra={"changes": changes})
+
+    runtime.subscribe(on_change)
 
 
 def _log_shipper(settings: Settings, auth: Any, verify: Any) -> LogShipper:

@@ -60,7 +60,7 @@ _UUID_FIELDS = frozenset(
 
 def norm_path(path: str | os.PathLike[str]) -> str:
     """Canonical form of a local path, used to match an atlas file with the session that names it."""
-    return os.path.normcase(os.path.abspath(os.fspath(path)))
+    return os.path.normcase(str(Path(path).absolute()))
 
 
 def _dump(model: BaseModel, names: frozenset[str] | None = None) -> dict[str, Any]:
@@ -78,14 +78,14 @@ class ContributionBuilder:
     """Builds contributions for files below one watch root (the root fixes the acquisition keys)."""
 
     def __init__(self, watch_root: Path, *, skip_near_grid_bar_holes: bool = True) -> None:
-        self.watch_root = Path(os.path.abspath(watch_root))
+        self.watch_root = Path(watch_root).absolute()
         self.skip_near_grid_bar_holes = skip_near_grid_bar_holes
 
     def acq_key(self, session_root: str | None) -> str | None:
         """Acquisition key of a session folder (``None`` when the file is outside any session layout)."""
         if session_root is None:
             return None
-        return acquisition_key(Path(os.path.abspath(session_root)), self.watch_root)
+        return acquisition_key(Path(session_root).absolute(), self.watch_root)
 
     # ------------------------------------------------------------------ per kind
 

@@ -161,7 +161,8 @@ class OutboxFlusher:
             except _Unavailable:
                 self._failures += 1
                 delay = min(
-                    self._config.flush_retry_initial_s * 2 ** (self._failures - 1), self._config.flush_retry_max_s
+                    self._config.flush_retry_initial_s * 2 ** (self._failures - 1),
+                    self._config.flush_retry_max_s,
                 )
                 await self._sleep_or_wake(delay, wakeable=False)
                 continue
@@ -183,12 +184,12 @@ class OutboxFlusher:
             timeout = 5.0 if due is None else min(max(due - time.time(), 0.01), 5.0)
             await self._sleep_or_wake(timeout, wakeable=True)
 
-    async def _sleep_or_wake(self, timeout: float, *, wakeable: bool) -> None:
+    async def _sleep_or_wake(self, delay_s: float, *, wakeable: bool) -> None:
         if not wakeable:
-            await asyncio.sleep(timeout)
+            await asyncio.sleep(delay_s)
             return
         try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            await asyncio.wait_for(self._wake.wait(), delay_s)
         except TimeoutError:
             return
 

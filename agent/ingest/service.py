@@ -42,7 +42,7 @@ from agent.ingest.watcher import FileWatcher
 from agent.state.database import Database
 from converters.errors import ConverterError, IncompleteFileError
 from converters.parse import ParsedAtlas, ParsedSession, parse_bytes
-from converters.paths import EpuFileKind, EpuPath, PathMap, classify_path
+from converters.paths import EpuPath, PathMap, classify_path
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,9 @@ def parse_job(
     if info is None:
         return _Outcome(path=path, skipped=True)
     if builder is None:
-        builder = ContributionBuilder(Path(job.watch_root), skip_near_grid_bar_holes=job.skip_near_grid_bar_holes)
+        builder = ContributionBuilder(
+            Path(job.watch_root), skip_near_grid_bar_holes=job.skip_near_grid_bar_holes
+        )
         path_map = PathMap(job.path_map) if job.path_map else None
     try:
         with open(path, "rb") as fh:
@@ -152,7 +154,7 @@ class IngestService:
         self.builder = ContributionBuilder(
             config.watch_dir, skip_near_grid_bar_holes=config.skip_near_grid_bar_holes
         )
-        self.path_map = PathMap({k: v for k, v in config.path_map.items()}) if config.path_map else None
+        self.path_map = PathMap(dict(config.path_map)) if config.path_map else None
         self.settler = Settler(
             settle_time_s=config.settle_time_s,
             retry_initial_s=config.incomplete_retry_s,
@@ -171,7 +173,9 @@ class IngestService:
             mode=config.observer,
             poll_interval_s=config.poll_interval_s,
         )
-        self._parse_queue: asyncio.Queue[str] = asyncio.Queue(maxsize=(config.parse_workers + config.parse_processes) * 4)
+        self._parse_queue: asyncio.Queue[str] = asyncio.Queue(
+            maxsize=(config.parse_workers + config.parse_processes) * 4
+        )
         self._commit_queue: asyncio.Queue[_Outcome] = asyncio.Queue(maxsize=config.commit_batch * 2)
         self._inflight: set[str] = set()
         self._again: set[str] = set()
@@ -222,10 +226,10 @@ class IngestService:
         deadline = time.monotonic() + self.config.drain_timeout_s
         # Results already parsed are committed (cheap, local); then the flusher gets the rest of the bound.
         while (self._commit_queue.qsize() or self._inflight) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+            await self._wait_changed(0.02)
         if self.flusher is not None:
             while time.monotonic() < deadline and await self._sendable_now():
-                await asyncio.sleep(0.05)
+                await self._wait_changed(0.05)
         await self._flush_spill_buffer()
         for task in self._tasks:
             task.cancel()
@@ -327,7 +331,7 @@ class IngestService:
         if info is None:
             return _Outcome(path=path, skipped=True), None
         try:
-            st = os.stat(path)
+            st = Path(path).stat()
         except FileNotFoundError:
             return _Outcome(path=path, info=info, skipped=True), None  # gone; a rename reports the new name
         previous = self.store.file_record(path)
@@ -349,7 +353,16 @@ class IngestService:
         )
         if self._pool is not None:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool, parse_job, job)
+            try:
+                return await loop.run_in_executor(self._pool, parse_job, job)
+            except (concurrent.futures.BrokenExecutor, RuntimeError) as exc:
+                # Worker processes cannot run here (e.g. a frozen app without freeze_support): use threads.
+                log.warning(
+                    "ingest.parse_pool_failed", extra={"event": "ingest.parse_pool_failed", "error": str(exc)}
+                )
+                pool, self._pool = self._pool, None
+                if pool is not None:
+                    pool.shutdown(wait=False, cancel_futures=True)
         return await asyncio.to_thread(parse_job, job, self.builder, self.path_map)
 
     # ------------------------------------------------------------------ committing
@@ -436,6 +449,12 @@ class IngestService:
             hook(items)
 
     # ------------------------------------------------------------------ idle / once
+
+    async def _wait_changed(self, at_most_s: float) -> None:
+        """Sleep until the pipeline reports a change (commit, confirmation, scan end) or ``at_most_s``."""
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), at_most_s)
 
     async def _sendable_now(self) -> bool:
         rows = await asyncio.to_thread(self.store.sendable, 1, time.time())

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(slots=True)
@@ -127,7 +127,7 @@ class Settler:
             if entry is None or entry.due != due:
                 continue  # superseded timer
             try:
-                st = os.stat(path)
+                st = Path(path).stat()
             except FileNotFoundError:
                 # Deleted or renamed away; a rename brings its own event for the new name.
                 self.forget(path)

@@ -261,8 +261,19 @@ class IngestStore:
                     "INSERT INTO ingest_entities(uuid, kind, acquisition_key, natural_id, parent_uuid, "
                     "payload, payload_hash, skipped, ready, first_seen, updated_at) "
                     "VALUES(?,?,?,?,?,?,?,?,?,?,?)",
-                    (uuid, c.kind.value, c.acq_key, c.natural_id, c.parent_uuid, text, new_hash)
-                    + (int(skip), int(ready), now, now),
+                    (
+                        uuid,
+                        c.kind.value,
+                        c.acq_key,
+                        c.natural_id,
+                        c.parent_uuid,
+                        text,
+                        new_hash,
+                        int(skip),
+                        int(ready),
+                        now,
+                        now,
+                    ),
                 )
                 confirmed = None
             else:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import sys
@@ -62,7 +63,7 @@ def _windows_is_remote(path: Path) -> bool:
         return True
     if sys.platform != "win32":
         return False
-    import ctypes  # noqa: PLC0415 - Windows only
+    import ctypes
 
     drive_remote = 4
     root = os.path.splitdrive(text)[0] + "\\"
@@ -125,10 +126,8 @@ class _Handler(FileSystemEventHandler):
 
     def _send(self, path: str | bytes, is_dir: bool) -> None:
         text = os.fsdecode(path)
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
             self._loop.call_soon_threadsafe(self._on_dir if is_dir else self._on_file, text)
-        except RuntimeError:
-            pass  # loop closed during shutdown
 
     def on_created(self, event: FileSystemEvent) -> None:
         self._send(event.src_path, event.is_directory)

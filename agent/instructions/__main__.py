@@ -1,4 +1,5 @@
-"""``python -m agent.instructions``: run the instruction service alone (see :mod:`agent.instructions.runner`)."""
+"""``python -m agent.instructions``: run the instruction service alone (see
+:mod:`agent.instructions.runner`)."""
 
 import sys
 

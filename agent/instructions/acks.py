@@ -126,7 +126,11 @@ class AckDispatcher:
             self.failures += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
             connected = self._is_connected() and not isinstance(exc, SessionError)
-            if connected and self._on_refused is not None and isinstance(exc, ServerError | RequestRejectedError):
+            if (
+                connected
+                and self._on_refused is not None
+                and isinstance(exc, ServerError | RequestRejectedError)
+            ):
                 self._on_refused()
             attempts = ack.attempts + (1 if connected else 0)
             give_up = _is_permanent(exc) or attempts >= self._config.ack_max_attempts
@@ -189,7 +193,11 @@ class AcknowledgingClient(Protocol):
     """The acknowledgement method of ``backend_client.AsyncSmartEMAPIClient``."""
 
     async def acknowledge_instruction(
-        self, agent_id: str, session_id: str, instruction_id: str, acknowledgement: AgentInstructionAcknowledgement
+        self,
+        agent_id: str,
+        session_id: str,
+        instruction_id: str,
+        acknowledgement: AgentInstructionAcknowledgement,
     ) -> AgentInstructionAcknowledgementResponse:
         """POST one acknowledgement."""
         ...
@@ -209,8 +217,8 @@ def is_already_acknowledged(exc: BackendError) -> bool:
 class ApiAckSender:
     """:class:`AckSender` over ``AsyncSmartEMAPIClient.acknowledge_instruction``.
 
-    Sends only SmartEM's ack fields (it answers 422 to any other) and counts SmartEM's "invalid status" answer to
-    a repeated ack as confirmed: the backend already holds an acknowledgement for that instruction.
+    Sends only SmartEM's ack fields (it answers 422 to any other) and counts SmartEM's "invalid status" answer
+    to a repeated ack as confirmed: the backend already holds an acknowledgement for that instruction.
     """
 
     def __init__(self, client: AcknowledgingClient, agent_id: str, session_id: str) -> None:
@@ -228,7 +236,9 @@ class ApiAckSender:
             processed_at=ack.finished_at,
         )
         try:
-            await self._client.acknowledge_instruction(self._agent_id, self._session_id, ack.instruction_id, body)
+            await self._client.acknowledge_instruction(
+                self._agent_id, self._session_id, ack.instruction_id, body
+            )
         except BackendError as exc:
             if is_already_acknowledged(exc):
                 log.info("instruction.ack_already_stored", extra={"instruction_id": ack.instruction_id})

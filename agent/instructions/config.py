@@ -7,6 +7,7 @@ process. ``RuntimeConfig`` holds the few values an operator may change while the
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import threading
 from collections.abc import Callable
@@ -92,9 +93,22 @@ class ExecutorConfig(BaseModel):
         256 * 1024, ge=1024, description="Larger results are replaced by a summary (the ack must stay small)."
     )
 
+    enabled_types: list[str] = Field(
+        default_factory=lambda: ["agent.*", "microscope.control.*", "sem.*"],
+        description=(
+            "Allow-list of instruction types this agent executes (shell-style patterns, e.g. 'agent.*'); "
+            "any other type is declined without running. Device types are also declined while no device "
+            "is configured."
+        ),
+    )
+
     def timeout_for(self, instruction_type: str) -> float:
         """The time limit for ``instruction_type``."""
         return self.timeouts_s.get(instruction_type, self.default_timeout_s)
+
+    def is_enabled(self, instruction_type: str) -> bool:
+        """Whether ``instruction_type`` matches the allow-list."""
+        return any(fnmatch.fnmatchcase(instruction_type, pattern) for pattern in self.enabled_types)
 
 
 class RuntimeSettings(BaseModel):

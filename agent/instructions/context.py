@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from agent.devices.athena import AthenaClient
 from agent.instructions.config import RuntimeConfig
 from agent.instructions.introspection import IngestIntrospection
 from agent.instructions.journal import InstructionJournal
@@ -71,6 +72,14 @@ class DeviceHandle(Generic[D]):
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+@dataclass(frozen=True)
+class DecisionTarget:
+    """Where queue decisions go: an Athena client and the Athena session of the running EPU session."""
+
+    client: AthenaClient
+    session_id: str
+
+
 @dataclass
 class HandlerContext:
     """Dependencies shared by all handlers.
@@ -83,7 +92,7 @@ class HandlerContext:
     state_dir: Path
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     device: DeviceHandle[Any] | None = None
-    decisions: Any | None = None
+    decisions: DecisionTarget | None = None
     introspection: IngestIntrospection | None = None
     executor_facts: Callable[[], dict[str, Any]] = dict
     journal: InstructionJournal | None = None

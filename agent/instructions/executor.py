@@ -193,6 +193,12 @@ class Executor:
             return Outcome.declined(
                 f"unknown instruction type {entry.instruction_type!r}", known_types=self._registry.types()
             )
+        if not self._config.is_enabled(entry.instruction_type):
+            return Outcome.declined(
+                f"instruction type {entry.instruction_type!r} is not enabled on this agent "
+                "(configuration key instructions.enabled_types)",
+                enabled_types=self._config.enabled_types,
+            )
         try:
             payload = spec.payload_model.model_validate({} if entry.payload is None else entry.payload)
         except ValidationError as exc:

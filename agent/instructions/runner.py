@@ -1,8 +1,9 @@
-"""Composition helpers and a stand-alone runner: ``python -m agent.instructions`` (instructions only, no ingest).
+"""Composition helpers and a stand-alone runner: ``python -m agent.instructions`` (instructions only, no
+ingest).
 
-The daemon composes :class:`~agent.instructions.service.InstructionService` with :func:`build_service`; the runner
-does the same from command-line options and runs until SIGTERM/SIGINT. Tests and the soak run it as a subprocess so
-that it can be SIGKILLed and restarted on the same state directory.
+The daemon composes :class:`~agent.instructions.service.InstructionService` with :func:`build_service`; the
+runner does the same from command-line options and runs until SIGTERM/SIGINT. Tests and the soak run it as a
+subprocess so that it can be SIGKILLed and restarted on the same state directory.
 """
 
 from __future__ import annotations
@@ -17,20 +18,20 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from backend_client.async_client import AsyncSmartEMAPIClient
-from backend_client.retry import RetryPolicy
-
+from agent.devices.athena import AthenaClient
 from agent.devices.factory import create_client
 from agent.devices.guardrails import ImagingGuardrails
+from agent.devices.simulator.config import SimulatorConfig
 from agent.devices.semphony import ImagingDevice, SemphonyClient
 from agent.instructions.acks import ApiAckSender
 from agent.instructions.config import ExecutorConfig, RuntimeConfig
-from agent.instructions.context import DeviceHandle, HandlerContext
+from agent.instructions.context import DecisionTarget, DeviceHandle, HandlerContext
 from agent.instructions.introspection import IngestIntrospection
 from agent.instructions.service import InstructionService, InstructionStream
 from agent.state.database import Database, open_database
+from backend_client.async_client import AsyncSmartEMAPIClient
+from backend_client.retry import RetryPolicy
 
 log = logging.getLogger("agent.instructions.runner")
 
@@ -47,6 +48,7 @@ class DeviceOptions:
     device_slug: str = "sem-001"
     run_name: str = "em-agent"
     guardrails: ImagingGuardrails = field(default_factory=ImagingGuardrails)
+    simulator: SimulatorConfig | None = None
 
 
 def open_imaging_device(client: SemphonyClient, options: DeviceOptions) -> ImagingDevice:
@@ -63,7 +65,7 @@ def build_device_handle(options: DeviceOptions) -> DeviceHandle[ImagingDevice] |
     """A lazily opened device handle, or None for ``backend = "none"``."""
     if options.backend == "none":
         return None
-    client = create_client(options.backend, url=options.url, api_key=options.api_key)
+    client = create_client(options.backend, url=options.url, api_key=options.api_key, simulator=options.simulator)
 
     def close(device: ImagingDevice) -> None:
         with contextlib.suppress(Exception):
@@ -83,7 +85,7 @@ def build_service(
     session_id: str,
     state_dir: Path,
     device: DeviceHandle[ImagingDevice] | None = None,
-    decisions: Any | None = None,
+    decisions: DecisionTarget | None = None,
     introspection: IngestIntrospection | None = None,
     runtime: RuntimeConfig | None = None,
 ) -> InstructionService:
@@ -114,16 +116,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--athena-session-id", default=None)
     p.add_argument("--config-json", default="{}", help="ExecutorConfig fields as a JSON object")
     p.add_argument("--sse-retry-delay", type=float, default=1.0, help="first SSE reconnect delay, s")
+    p.add_argument(
+        "--heartbeat-interval", type=float, default=30.0, help="agent heartbeat POST period, s (0: none)"
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
 
-def _build_decisions(url: str | None, session_id: str | None) -> Any | None:
+def build_decisions(url: str | None, session_id: str | None) -> DecisionTarget | None:
+    """The Athena decision target, or None (queue-decision instructions are then declined)."""
     if not url:
         return None
-    from agent.devices.athena import AthenaClient  # the client lives with the device layer
-
-    return AthenaClient(url, session_id=session_id)
+    if not session_id:
+        raise ValueError("an Athena URL needs the Athena session id of the EPU session (--athena-session-id)")
+    return DecisionTarget(AthenaClient(url), session_id)
 
 
 async def run_forever(args: argparse.Namespace) -> int:
@@ -142,6 +148,7 @@ async def run_forever(args: argparse.Namespace) -> int:
     )
     # Acks have their own retry loop (the journal's); one POST per attempt here.
     api = AsyncSmartEMAPIClient(args.backend, retry=RetryPolicy.disabled())
+    decisions = build_decisions(args.athena_url, args.athena_session_id)
     sse = SSEAgentClient(
         args.backend,
         args.agent_id,
@@ -149,6 +156,8 @@ async def run_forever(args: argparse.Namespace) -> int:
         max_retries=None,
         initial_retry_delay=args.sse_retry_delay,
         max_retry_delay=max(args.sse_retry_delay, 5.0),
+        # SmartEM closes a connection without heartbeats after 2 minutes.
+        heartbeat_interval=args.heartbeat_interval or None,
     )
     service = build_service(
         config,
@@ -159,7 +168,7 @@ async def run_forever(args: argparse.Namespace) -> int:
         session_id=args.session_id,
         state_dir=args.state_dir,
         device=device,
-        decisions=_build_decisions(args.athena_url, args.athena_session_id),
+        decisions=decisions,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -171,6 +180,8 @@ async def run_forever(args: argparse.Namespace) -> int:
     await stop.wait()
     await service.stop()
     await api.aclose()
+    if decisions is not None:
+        await decisions.client.close()
     db.close()
     return 0
 
@@ -178,5 +189,7 @@ async def run_forever(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m agent.instructions``."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
+    )
     return asyncio.run(run_forever(args))

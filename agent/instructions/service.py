@@ -1,17 +1,16 @@
-"""``InstructionService``: SSE stream -> journal -> executor -> acknowledgements, with one start/stop lifecycle."""
+"""``InstructionService``: SSE stream -> journal -> executor -> acknowledgements, with one start/stop
+lifecycle."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
-
-from backend_client.errors import SessionError
 
 from agent.instructions.acks import AckDispatcher, AckSender
 from agent.instructions.config import ExecutorConfig
@@ -21,6 +20,7 @@ from agent.instructions.journal import InstructionJournal, RecordResult
 from agent.instructions.models import InvalidInstructionEvent, ReceivedInstruction
 from agent.instructions.registry import HandlerRegistry
 from agent.state.database import Database
+from backend_client.errors import SessionError
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ class InstructionStream(Protocol):
         error_callback: Callable[[Exception], None] | None = None,
         auto_retry: bool = True,
     ) -> None:
-        """Stream until stopped, calling back on instructions, connections and errors (reconnecting itself)."""
+        """Stream until stopped, calling back on instructions, connections and errors (reconnecting
+        itself)."""
         ...
 
 
@@ -43,8 +44,8 @@ class InstructionService:
     """Receives instructions over SSE, journals them, executes them and acknowledges each exactly once.
 
     Start-up order matters: interrupted instructions are finished as failed first (so they are never re-run),
-    then the executor resumes the queued ones, the ack dispatcher resends pending acks as soon as the stream is
-    connected, and finally the stream is opened.
+    then the executor resumes the queued ones, the ack dispatcher resends pending acks as soon as the stream
+    is connected, and finally the stream is opened.
     """
 
     #: Pause before re-opening the stream after the client gave up (its own retries are exhausted).
@@ -119,8 +120,8 @@ class InstructionService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.executor.stop()
-        # The stream is closed, but SmartEM keeps the connection "active" for ~2 minutes, so a last flush of the
-        # acks that just became due usually lands; anything left is re-sent after the next start.
+        # The stream is closed, but SmartEM keeps the connection "active" for ~2 minutes, so a last flush of
+        # the acks that just became due usually lands; anything left is re-sent after the next start.
         await self.acks.stop(flush_timeout_s=min(5.0, self.config.drain_timeout_s + 1.0))
         self._connected = False
         self.sse_state = "stopped"
@@ -153,7 +154,8 @@ class InstructionService:
             await asyncio.sleep(delay)
 
     def request_resync(self) -> None:
-        """Reconnect the stream now (at most once per ``resync_interval_s``) so the backend drains pending work."""
+        """Reconnect the stream now (at most once per ``resync_interval_s``) so the backend drains pending
+        work."""
         now = time.monotonic()
         if self._stream_task is None or now - self._last_resync < self.config.resync_interval_s:
             return

@@ -1,6 +1,6 @@
 """A SmartEM-compatible backend good enough to test against (FastAPI + one SQLite file).
 
-Run it with ``em-agent testbed backend --port N [--db PATH] [--compat strict|smartem]`` or
+Run it with ``em-agent testbed backend --port N [--db PATH] [--compat strict|smartem] [auth options]`` or
 ``python -m testbed.backend``; in tests use :class:`BackendServer` (uvicorn in a thread on 127.0.0.1) or
 :func:`create_app`. Two modes:
 
@@ -25,7 +25,25 @@ Both modes send ``: ping`` comments every ``ping_interval`` (15 s) and a ``heart
 ``session_validation_failed`` and the end of the stream. Every interval is configurable (see
 :class:`BackendOptions`).
 
-Testbed endpoints (never affected by fault injection):
+Authentication (off by default; both modes). ``BackendServer(..., auth=AuthOptions(static_tokens=["t"],
+client_id="agent", client_secret="s", token_lifetime_s=300.0, leeway_s=0.0, end_streams_on_expiry=True))``, or
+on the command line ``--token T`` (repeatable) and ``--client-id ID --client-secret S [--token-lifetime SECONDS]
+[--token-leeway SECONDS] [--keep-streams-on-expiry]``. When on:
+
+* ``POST /auth/token``: OAuth2 client credentials (form ``grant_type=client_credentials&client_id=..&
+  client_secret=..``, or the client in HTTP Basic) -> ``{access_token, token_type: "Bearer", expires_in}``;
+  wrong credentials -> 401 ``{"error": "invalid_client"}``; a missing or other grant type -> 400. Point
+  ``backend_client.ClientCredentialsAuth`` at ``{url}/auth/token``.
+* Every route needs ``Authorization: Bearer <token>`` except ``/health``, ``/status``, ``/openapi.json``,
+  ``/docs``, ``/auth/token`` and ``/testbed/...``. A refusal is 401 with ``WWW-Authenticate: Bearer`` and
+  SmartEM's ``detail``: "Missing or malformed Authorization header", "Invalid token" or "Token expired"
+  (after ``leeway_s``). Static tokens never expire; issued ones are signed and stay valid across a restart.
+* An open SSE stream ends when the token that opened it expires (``close_reason`` ``token_expired`` in
+  ``/testbed/connections``) unless ``end_streams_on_expiry`` is off (SmartEM itself checks at connect only).
+* ``BackendServer.issue_token(lifetime_s)`` mints a token without HTTP; its convenience methods authenticate
+  themselves. ``GET /status`` reports ``configuration.auth``: ``bearer`` or ``none``.
+
+Testbed endpoints (never affected by fault injection or authentication):
 
 * ``GET /testbed/counts[?acquisition_uuid=]``: entities per kind (all seven kinds, zeros included) plus
   ``atlas_tile_position``.
@@ -51,6 +69,9 @@ Testbed endpoints (never affected by fault injection):
 * ``POST /testbed/faults/latency`` ``{seconds, path_prefix}``: delay matching requests.
 * ``POST /testbed/faults/drop-streams[?session_id=]``: end open SSE streams now; ``{dropped: n}``.
 * ``DELETE /testbed/faults``: clear failures and latency.
+* ``POST /testbed/reset``: empty the backend as if its database were new (open streams end, faults cleared,
+  id counters restart); ``{ended_streams, deleted_rows}``. ``BackendServer.reset()`` does the same, so tests can
+  share one server.
 
 SmartEM's debug endpoints create sessions and instructions: ``POST /debug/sessions/create``
 (``{session_id?, agent_id, acquisition_uuid?, name, description, experimental_parameters}``),
@@ -62,8 +83,18 @@ expires_in_minutes (fractional allowed; null/0 = never), metadata, instruction_i
 """
 
 from testbed.backend.app import create_app
+from testbed.backend.auth import TokenIssuer
 from testbed.backend.faults import FaultInjector
-from testbed.backend.options import BackendOptions, Compat
+from testbed.backend.options import AuthOptions, BackendOptions, Compat
 from testbed.backend.server import BackendServer, serve
 
-__all__ = ["BackendOptions", "BackendServer", "Compat", "FaultInjector", "create_app", "serve"]
+__all__ = [
+    "AuthOptions",
+    "BackendOptions",
+    "BackendServer",
+    "Compat",
+    "FaultInjector",
+    "TokenIssuer",
+    "create_app",
+    "serve",
+]

@@ -17,6 +17,7 @@ from testbed.backend.agent_models import (
     SessionCreateRequest,
 )
 from testbed.backend.agent_store import PRIORITY_RANK, NewInstruction
+from testbed.backend.auth import SCOPE_KEY
 from testbed.backend.bodies import parse_one
 from testbed.backend.db import iso, utcnow
 from testbed.backend.errors import Rejected, ServerCrash
@@ -37,8 +38,18 @@ def build_agent_router(state: BackendState) -> APIRouter:
     @router.get("/agent/{agent_id}/session/{session_id}/instructions/stream")
     async def stream_instructions(agent_id: str, session_id: str, request: Request) -> StreamingResponse:
         client = f"{request.client.host}:{request.client.port}" if request.client else "unknown"
+        auth = state.options.auth
+        # Set by the auth middleware: when the token that opened this stream stops being valid.
+        token_expires_at: float | None = getattr(request.state, SCOPE_KEY, None)
         return StreamingResponse(
-            instruction_stream(state, agent_id, session_id, request.headers.get("last-event-id"), client),
+            instruction_stream(
+                state,
+                agent_id,
+                session_id,
+                request.headers.get("last-event-id"),
+                client,
+                end_at=token_expires_at if auth is not None and auth.end_streams_on_expiry else None,
+            ),
             media_type="text/event-stream",
             headers=_SSE_HEADERS,
         )

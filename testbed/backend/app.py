@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from testbed.backend.agent_routes import build_agent_router
+from testbed.backend.auth import AuthMiddleware, TokenIssuer, build_auth_router
 from testbed.backend.db import iso, utcnow
 from testbed.backend.entity_routes import build_entity_router
 from testbed.backend.errors import Rejected, ServerCrash
@@ -29,17 +30,26 @@ def create_app(
     *,
     compat: Compat = "strict",
     faults: FaultInjector | None = None,
+    tokens: TokenIssuer | None = None,
     **options: Any,
 ) -> FastAPI:
     """Build the backend app over the SQLite file ``db_path`` (created if missing, reused if present).
 
     ``options`` are the remaining fields of :class:`~testbed.backend.options.BackendOptions`
     (``heartbeat_interval``, ``ping_interval``, ``retry_ms``, ``expiry_sweep_interval``, ``expiry_extension``,
-    ``max_retries``, ``stale_connection_after``, ``session_inactive_after``, ...); an unknown name raises
-    ``pydantic.ValidationError``. ``faults`` lets a caller (``BackendServer``) keep fault state across
-    restarts. The database opens when the app's lifespan starts and closes when it ends.
+    ``max_retries``, ``stale_connection_after``, ``session_inactive_after``, ``auth``, ...); an unknown name
+    raises ``pydantic.ValidationError``. ``faults`` lets a caller (``BackendServer``) keep fault state across
+    restarts; ``tokens`` likewise keeps the token signing key (used only with ``auth``; default: a
+    :class:`~testbed.backend.auth.TokenIssuer` built from the auth options). The database opens when the app's
+    lifespan starts and closes when it ends.
     """
     opts = BackendOptions(compat=compat, **options)
+    if opts.auth is None:
+        tokens = None  # an open backend: nothing to issue or check
+    elif tokens is None:
+        tokens = TokenIssuer(opts.auth)
+    elif tokens.options != opts.auth:
+        raise ValueError("tokens was built for other auth options than this app's")
     state = BackendState(db_path=Path(db_path), options=opts, faults=faults or FaultInjector())
 
     @contextlib.asynccontextmanager
@@ -86,6 +96,7 @@ def create_app(
                 "compat": opts.compat,
                 "heartbeat_interval": opts.heartbeat_interval,
                 "ping_interval": opts.ping_interval,
+                "auth": "bearer" if opts.auth is not None else "none",
                 "extensions": ["sse-id", "last-event-id", "resend-unacked", "micrograph-batch"]
                 if opts.compat == "strict"
                 else [],
@@ -99,6 +110,11 @@ def create_app(
     app.include_router(build_entity_router(state))
     app.include_router(build_agent_router(state))
     app.include_router(build_testbed_router(state))
+    if tokens is not None:
+        app.include_router(build_auth_router(tokens))
+        # Added before the fault middleware, so it sits inside it: an injected 503 answers before auth runs,
+        # as a failing proxy in front of the backend would.
+        app.add_middleware(AuthMiddleware, issuer=tokens)
     app.add_middleware(FaultMiddleware, injector=state.faults)
     return app
 

@@ -192,6 +192,23 @@ class Db:
         with self._lock:
             yield self._conn
 
+    def clear(self) -> int:
+        """Delete every row of every table and restart the id counters (``POST /testbed/reset``); returns the
+        number of rows deleted."""
+        with self.tx() as conn:
+            tables = [
+                str(row[0])
+                for row in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+                )
+            ]
+            deleted = 0
+            for table in tables:
+                deleted += conn.execute(f'DELETE FROM "{table}"').rowcount
+            # AUTOINCREMENT counters (delivery event ids among them) start again from 1, as in a new file.
+            conn.execute("DELETE FROM sqlite_sequence")
+        return deleted
+
     def close(self) -> None:
         """Close the connection; the file stays for the next start."""
         with self._lock:

@@ -68,6 +68,14 @@ class FaultInjector:
             self._latency = 0.0
             self._latency_prefix = None
 
+    def reset(self) -> None:
+        """Remove failures and latency and zero the injected-failure counter (a backend reset)."""
+        with self._lock:
+            self._failure = None
+            self._latency = 0.0
+            self._latency_prefix = None
+            self.injected_failures = 0
+
     def snapshot(self) -> dict[str, Any]:
         """The current fault settings (for ``GET /testbed/faults``)."""
         with self._lock:

@@ -20,6 +20,7 @@ import httpx
 import uvicorn
 
 from testbed.backend.app import create_app
+from testbed.backend.auth import TokenIssuer
 from testbed.backend.faults import FaultInjector
 from testbed.backend.options import BackendOptions, Compat
 from testbed.backend.state import BackendState
@@ -47,10 +48,11 @@ def _uvicorn_config(app: Any, *, port: int = 0, host: str = HOST) -> uvicorn.Con
 class BackendServer:
     """The testbed backend served over HTTP on 127.0.0.1.
 
-    ``BackendServer(db_path, port=0, compat="strict", heartbeat_interval=..., ...)``: keyword options are
-    those of
-    :func:`~testbed.backend.app.create_app`. Use as a context manager or call :meth:`start` / :meth:`stop`.
-    Fault injection methods act immediately and are safe to call from any thread.
+    ``BackendServer(db_path, port=0, compat="strict", heartbeat_interval=..., auth=AuthOptions(...), ...)``:
+    keyword options are those of :func:`~testbed.backend.app.create_app`. Use as a context manager or call
+    :meth:`start` / :meth:`stop`. Fault injection methods act immediately and are safe to call from any thread.
+    With ``auth``, tokens issued before a restart stay valid after it, and the convenience methods
+    (:meth:`create_session`, ...) authenticate themselves.
     """
 
     def __init__(
@@ -59,9 +61,14 @@ class BackendServer:
         self.db_path = Path(db_path)
         self.options = BackendOptions(compat=compat, **options)
         self.faults = FaultInjector()
+        self.tokens = TokenIssuer(self.options.auth) if self.options.auth is not None else None
         self._port = port
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        # One keep-alive client for the convenience methods: building an httpx.Client loads the CA bundle
+        # (tens of ms), which would dominate the cost of a helper call. The lock makes it safe from any thread.
+        self._http: httpx.Client | None = None
+        self._http_lock = threading.Lock()
         self._state: BackendState | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -96,7 +103,9 @@ class BackendServer:
             sock.close()
             raise
         self._port = sock.getsockname()[1]
-        app = create_app(self.db_path, faults=self.faults, **self.options.model_dump())
+        # Field values as they are (not model_dump()), so nested option models pass through unchanged.
+        options = {name: getattr(self.options, name) for name in BackendOptions.model_fields}
+        app = create_app(self.db_path, faults=self.faults, tokens=self.tokens, **options)
         self._state = app.state.backend
         server = uvicorn.Server(_uvicorn_config(app, port=self._port))
         thread = threading.Thread(
@@ -128,6 +137,10 @@ class BackendServer:
             thread.join(timeout)
         self._server = self._thread = None
         self._state = None
+        with self._http_lock:
+            if self._http is not None:
+                self._http.close()  # its connections went with the server
+                self._http = None
 
     def restart(self) -> None:
         """Stop and start again on the same port with the same database."""
@@ -159,6 +172,16 @@ class BackendServer:
             # The loop closed between the check and the call: nothing left to act on.
             return None
 
+    def reset(self, timeout: float = 10.0) -> dict[str, int]:
+        """Empty the running backend as if its database were new (``POST /testbed/reset``): open streams
+        end, faults are cleared, every row is deleted and id counters restart. Lets tests share one server
+        and still start each from a clean state. Returns ``{ended_streams, deleted_rows}``."""
+        state = self._state
+        loop = state.loop if state is not None else None
+        if state is None or loop is None or loop.is_closed():
+            raise RuntimeError("backend server is not running")
+        return asyncio.run_coroutine_threadsafe(state.reset(), loop).result(timeout=timeout)
+
     # -- fault injection -------------------------------------------------------------------------------------
 
     def fail_next(
@@ -188,13 +211,33 @@ class BackendServer:
             result = self._call_on_loop(lambda state: state.hub.end_session(session_id, "dropped_by_fault"))
         return int(result or 0)
 
+    # -- authentication --------------------------------------------------------------------------------------
+
+    def issue_token(self, lifetime_s: float | None = None) -> str:
+        """A bearer token as ``POST /auth/token`` would issue it (valid for ``lifetime_s``, default the
+        configured lifetime), without the HTTP round trip. Raises ``RuntimeError`` when auth is off."""
+        if self.tokens is None:
+            raise RuntimeError("this backend runs without auth: construct it with auth=AuthOptions(...)")
+        return self.tokens.issue(lifetime_s).access_token
+
+    def auth_headers(self) -> dict[str, str]:
+        """``Authorization`` header for a request to this server (empty when auth is off)."""
+        if self.tokens is None:
+            return {}
+        static = self.tokens.options.static_tokens
+        return {"Authorization": f"Bearer {static[0] if static else self.issue_token()}"}
+
     # -- conveniences over HTTP (for tests and the demo) -----------------------------------------------------
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        with httpx.Client(base_url=self.url, timeout=10.0) as client:
-            response = client.request(method, path, **kwargs)
-            response.raise_for_status()
-            return response.json()
+        headers = self.auth_headers()
+        with self._http_lock:
+            if self._http is None:
+                # Plain HTTP on loopback: no TLS, so no CA bundle to load.
+                self._http = httpx.Client(base_url=self.url, timeout=10.0, verify=False)  # noqa: S501
+            response = self._http.request(method, path, headers=headers, **kwargs)
+        response.raise_for_status()
+        return response.json()
 
     def create_session(
         self,

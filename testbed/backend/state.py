@@ -22,6 +22,9 @@ from testbed.backend.entity_store import EntityStore
 from testbed.backend.faults import FaultInjector
 from testbed.backend.options import BackendOptions
 
+RESET_GRACE_S = 5.0
+"""How long :meth:`BackendState.reset` waits for the streams it ended to finish."""
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -52,10 +55,13 @@ class StreamHub:
 
     def __init__(self) -> None:
         self._by_session: dict[str, set[StreamHandle]] = {}
+        self._idle = asyncio.Event()  # set while no stream is open
+        self._idle.set()
 
     def register(self, handle: StreamHandle) -> None:
         """Track an open stream."""
         self._by_session.setdefault(handle.session_id, set()).add(handle)
+        self._idle.clear()
 
     def unregister(self, handle: StreamHandle) -> None:
         """Forget a finished stream."""
@@ -64,6 +70,12 @@ class StreamHub:
             handles.discard(handle)
             if not handles:
                 del self._by_session[handle.session_id]
+        if not self._by_session:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no stream is open."""
+        await self._idle.wait()
 
     def notify(self, session_id: str) -> None:
         """Wake the session's streams: there may be instructions to deliver."""
@@ -119,6 +131,27 @@ class BackendState:
         if self._db is not None:
             self._db.close()
         self._db = self._entities = self._agents = None
+
+    async def reset(self) -> dict[str, int]:
+        """Empty the backend as if its database were new: end open streams (waiting up to
+        ``RESET_GRACE_S`` for them to finish, so none writes to the emptied tables), clear faults, delete every
+        row. Call on the server's event loop."""
+        ended = self.hub.end_all("reset")
+        try:
+            async with asyncio.timeout(RESET_GRACE_S):
+                await self.hub.wait_idle()
+        except TimeoutError:
+            raise RuntimeError(
+                f"{self.hub.open_count()} SSE streams did not end within {RESET_GRACE_S} s"
+            ) from None
+        self.faults.reset()
+        db = self._db
+        if db is None:
+            raise RuntimeError(
+                "backend store is not open: run the app with its lifespan (e.g. BackendServer)"
+            )
+        deleted = await in_thread(db.clear)
+        return {"ended_streams": ended, "deleted_rows": deleted}
 
     @property
     def strict(self) -> bool:

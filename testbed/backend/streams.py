@@ -6,6 +6,9 @@ Sequence (smartem-reference.md section 5): validate the session (else one ``erro
 reset in strict mode, a fault, shutdown) or a timer fires; on wake drain again; after ``heartbeat_interval``
 without a wake send a ``heartbeat`` event; every ``ping_interval`` send a ``: ping`` comment.
 
+With authentication on, a stream opened with an expiring token ends when the token expires (close reason
+``token_expired``), so the agent must reconnect with a fresh one.
+
 Strict-mode improvements (design.md): ``retry:`` hint with the connection event, ``id:`` (the delivery id) on
 each instruction event, ``Last-Event-ID`` resume, re-sending of sent-but-unacknowledged instructions on
 reconnect. smartem mode sends no ``id:`` and re-sends nothing; its connection rows also stay ``active`` after
@@ -16,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -54,9 +59,18 @@ def parse_last_event_id(header: str | None, newest: int) -> int | None:
 
 
 async def instruction_stream(
-    state: BackendState, agent_id: str, session_id: str, last_event_id: str | None, client: str
+    state: BackendState,
+    agent_id: str,
+    session_id: str,
+    last_event_id: str | None,
+    client: str,
+    *,
+    end_at: float | None = None,
 ) -> AsyncIterator[str]:
-    """Generate the stream's text. Cancelled by Starlette when the client disconnects."""
+    """Generate the stream's text. Cancelled by Starlette when the client disconnects.
+
+    ``end_at`` (Unix time): end the stream then, with close reason ``token_expired`` (the token that opened
+    it expired); ``None``: no limit."""
     opts = state.options
     agents = state.agents
     problem = await in_thread(agents.validate_stream, agent_id, session_id)
@@ -94,8 +108,13 @@ async def instruction_stream(
         loop = asyncio.get_running_loop()
         next_ping = loop.time() + opts.ping_interval
         next_heartbeat = loop.time() + opts.heartbeat_interval
+        # On the loop's monotonic clock, so a wall-clock step cannot stretch or cut the token's life here.
+        token_deadline = math.inf if end_at is None else loop.time() + (end_at - time.time())
         while True:
-            timeout = max(0.0, min(next_ping, next_heartbeat) - loop.time())
+            if loop.time() >= token_deadline:
+                end_reason = "token_expired"
+                return
+            timeout = max(0.0, min(next_ping, next_heartbeat, token_deadline) - loop.time())
             try:
                 await asyncio.wait_for(handle.wake.wait(), timeout=timeout)
                 woken = True

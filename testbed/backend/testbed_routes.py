@@ -97,6 +97,10 @@ def build_testbed_router(state: BackendState) -> APIRouter:
     async def sweep() -> dict[str, Any]:
         return await sweep_once(state)
 
+    @router.post("/reset")
+    async def reset() -> dict[str, int]:
+        return await state.reset()
+
     @router.get("/faults")
     async def faults() -> dict[str, Any]:
         return state.faults.snapshot()

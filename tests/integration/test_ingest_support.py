@@ -138,10 +138,18 @@ def _field_problems(manifest: Manifest, by_key: dict[tuple[str, str, str], dict[
         what = f"micrograph {m.micrograph_id}"
         _check(problems, f"{what} defocus", d.get("defocus"), m.defocus)
         _check(problems, f"{what} image_size_x", d.get("image_size_x"), m.image_size_x)
-        _check(problems, f"{what} foilhole_uuid", d.get("foilhole_uuid"),
-               entity_uuid(m.acquisition_key, EntityKind.FOILHOLE, m.foilhole_id))
-        _check(problems, f"{what} acquisition_datetime", d.get("acquisition_datetime")[:19]
-               if d.get("acquisition_datetime") else None, m.acquisition_datetime.isoformat()[:19])
+        _check(
+            problems,
+            f"{what} foilhole_uuid",
+            d.get("foilhole_uuid"),
+            entity_uuid(m.acquisition_key, EntityKind.FOILHOLE, m.foilhole_id),
+        )
+        _check(
+            problems,
+            f"{what} acquisition_datetime",
+            d.get("acquisition_datetime")[:19] if d.get("acquisition_datetime") else None,
+            m.acquisition_datetime.isoformat()[:19],
+        )
     return problems
 
 

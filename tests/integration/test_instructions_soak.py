@@ -1,9 +1,10 @@
 """Soak: 1,000 mixed instructions while the SSE stream is dropped 50 times and the agent (a subprocess) is
-SIGKILLed and restarted 3 times. Every instruction must end acknowledged exactly once in the backend and no device
-action may run twice (the simulator logs every action with its parameters, which are unique per instruction).
+SIGKILLed and restarted 3 times. Every instruction must end acknowledged exactly once in the backend and no
+device action may run twice (the simulator logs every action with its parameters, which are unique per
+instruction).
 
-Run against the testbed's strict mode and its ``smartem`` mode, where a dropped, unacknowledged instruction comes
-back only after its expiry (short expiries and a fast sweep keep that quick).
+Run against the testbed's strict mode and its ``smartem`` mode, where a dropped, unacknowledged instruction
+comes back only after its expiry (short expiries and a fast sweep keep that quick).
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ import httpx
 import pytest
 
 from agent.devices.capabilities import Capability
-from agent.instructions.runner import API_KEY_ENV
 from agent.instructions.journal import INTERRUPTED_MESSAGE
+from agent.instructions.runner import API_KEY_ENV
 from testbed.backend import BackendServer
 from testbed.semphony_server import SemphonyServer
-from tests.integration.instructions_support import AGENT_ID, FAST_SIM
+from tests.integration.test_instructions_support import AGENT_ID, FAST_SIM
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -37,7 +38,9 @@ KILLS = 3
 REPO = Path(__file__).resolve().parents[2]
 
 
-def start_agent(backend: BackendServer, semphony: SemphonyServer, session_id: str, state_dir: Path, log: Path):
+def start_agent(
+    backend: BackendServer, semphony: SemphonyServer, session_id: str, state_dir: Path, log: Path
+) -> subprocess.Popen[bytes]:
     config = {
         "ack_initial_delay_s": 0.05,
         "ack_max_delay_s": 1.0,
@@ -74,7 +77,9 @@ def mixed(i: int) -> tuple[str, dict[str, Any]]:
     if kind == 3:
         return "sem.get_metrics", {}
     if kind == 5:
-        return "microscope.control.move_stage", {"stage_position": {"x": round((-20 + i * 0.03) / 1000, 7), "y": 0.002}}
+        return "microscope.control.move_stage", {
+            "stage_position": {"x": round((-20 + i * 0.03) / 1000, 7), "y": 0.002}
+        }
     if kind == 6:
         return "agent.info.metrics", {}
     return ("no.such.type", {}) if i % 16 == 7 else ("sem.set_view_field", {"fov_um": -1})
@@ -87,7 +92,8 @@ def test_soak(tmp_path: Path, compat: str) -> None:
     options: dict[str, Any] = {"heartbeat_interval": 1.0, "ping_interval": 0.5, "retry_ms": 50}
     expires_in = 600.0
     if compat == "smartem":
-        # Redelivery only through the expiry sweep: short expiries, a fast sweep, enough resets to never expire.
+        # Redelivery only through the expiry sweep: short expiries, a fast sweep, enough resets to never
+        # expire.
         options |= {"expiry_sweep_interval": 0.5, "expiry_extension": 5.0, "max_retries": 1000}
         expires_in = 8.0
     log = tmp_path / "agent.log"
@@ -141,7 +147,6 @@ def test_soak(tmp_path: Path, compat: str) -> None:
     tail = log.read_text(errors="replace")[-3000:]
     if pending:
         (tmp_path / "pending.json").write_text(json.dumps([rows[i] for i in pending], indent=1))
-        Path("/tmp/soak-pending.json").write_text(json.dumps([rows[i] for i in pending], indent=1))
     assert not pending, f"{len(pending)} never acknowledged, e.g. {rows[pending[0]]}\n{tail}"
     statuses: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
@@ -165,16 +170,26 @@ def test_soak(tmp_path: Path, compat: str) -> None:
     # No device action ran twice: every action's parameters are unique to one instruction.
     log_entries = semphony.core.sem.action_log
     moves = Counter(round(a.params["x"], 4) for a in log_entries if a.capability == Capability.STAGE_MOVE_TO)
-    fovs = Counter(round(a.params["fov_um"], 4) for a in log_entries if a.capability == Capability.SET_VIEW_FIELD)
-    assert moves and max(moves.values()) == 1, moves.most_common(3)
-    assert fovs and max(fovs.values()) == 1, fovs.most_common(3)
+    fovs = Counter(
+        round(a.params["fov_um"], 4) for a in log_entries if a.capability == Capability.SET_VIEW_FIELD
+    )
+    assert moves, moves.most_common(3)
+    assert max(moves.values()) == 1, moves.most_common(3)
+    assert fovs, fovs.most_common(3)
+    assert max(fovs.values()) == 1, fovs.most_common(3)
     # Each processed move ran exactly once; an interrupted one may or may not have reached the stage.
     move_types = ("sem.stage.move_to", "microscope.control.move_stage")
-    final = {iid: next(a for a in rows[iid]["acknowledgements"] if a["outcome"] == "accepted") for iid in created}
+    final = {
+        iid: next(a for a in rows[iid]["acknowledgements"] if a["outcome"] == "accepted") for iid in created
+    }
     processed_moves = sum(
-        1 for iid in created if rows[iid]["instruction_type"] in move_types and final[iid]["status"] == "processed"
+        1
+        for iid in created
+        if rows[iid]["instruction_type"] in move_types and final[iid]["status"] == "processed"
     )
     interrupted_moves = sum(
-        1 for iid in created if rows[iid]["instruction_type"] in move_types and final[iid]["status"] == "failed"
+        1
+        for iid in created
+        if rows[iid]["instruction_type"] in move_types and final[iid]["status"] == "failed"
     )
     assert processed_moves <= sum(moves.values()) <= processed_moves + interrupted_moves

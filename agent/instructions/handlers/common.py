@@ -20,7 +20,9 @@ async def on_device(call: Call, fn: Callable[[ImagingDevice], T]) -> T:
     """Run ``fn(device)`` on the device thread; declined when the agent has no device configured."""
     handle = call.context.device
     if handle is None:
-        raise InstructionDeclined("no microscope device is configured on this agent (device.backend = 'none')")
+        raise InstructionDeclined(
+            "no microscope device is configured on this agent (device.backend = 'none')"
+        )
     result: T = await handle.run(fn)
     return result
 
@@ -32,7 +34,8 @@ def safe_name(text: str, *, max_len: int = 120) -> str:
 
 
 def confined(root: Path, *parts: str) -> Path:
-    """``root / parts`` resolved, refusing anything that would land outside ``root`` (``..``, absolute parts)."""
+    """``root / parts`` resolved, refusing anything that would land outside ``root`` (``..``, absolute
+    parts)."""
     base = root.resolve()
     target = base.joinpath(*parts).resolve()
     if target != base and base not in target.parents:

@@ -1,8 +1,8 @@
 """``sem.*`` handlers: the whole Semphony surface, one instruction type per SDK call (device lane).
 
-Units are the Semphony SDK's: stage x, y, z and working distance in mm; rotation r and tilt t in degrees; field of
-view in µm; dwell in µs. Guardrails run in the device layer before anything moves; a violation is declined by the
-executor with the guardrail type and details.
+Units are the Semphony SDK's: stage x, y, z and working distance in mm; rotation r and tilt t in degrees;
+field of view in µm; dwell in µs. Guardrails run in the device layer before anything moves; a violation is
+declined by the executor with the guardrail type and details.
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ from agent.devices.models import (
 )
 from agent.devices.semphony import ImagingDevice
 from agent.instructions.context import Call
+from agent.instructions.errors import InstructionDeclined
 from agent.instructions.handlers.common import confined, on_device, safe_name
 from agent.instructions.models import JsonDict, Lane
 from agent.instructions.registry import HandlerRegistry
+from agent.roi.models import RoiSpec
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -39,7 +41,8 @@ class NoPayload(BaseModel):
 
 
 class SemAcquirePayload(AcquisitionConfig):
-    """:class:`~agent.devices.models.AcquisitionConfig` plus ``save``: keep the image under the state directory."""
+    """:class:`~agent.devices.models.AcquisitionConfig` plus ``save``: keep the image under the state
+    directory."""
 
     save: bool = Field(True, description="Download the image and save it under <state_dir>/images.")
 
@@ -55,7 +58,8 @@ class SetFocusPayload(FocusParamsPayload):
 
 
 class StagePositionPayload(BaseModel):
-    """``latest``: return the server's last stored position (fast, may be refused as stale) instead of a live read."""
+    """``latest``: return the server's last stored position (fast, may be refused as stale) instead of a live
+    read."""
 
     model_config = _STRICT
     latest: bool = False
@@ -76,7 +80,7 @@ class SaveRoiPayload(BaseModel):
 
     model_config = _STRICT
     name: str = Field(min_length=1, max_length=120, pattern=r"^[A-Za-z0-9._-]+$")
-    spec: dict[str, Any] = Field(description="The RoiSpec (levels and their fields of view, µm).")
+    spec: RoiSpec = Field(description="Levels l0..l3 and their fields of view, µm (coarsest first).")
     config: AcquisitionConfig | None = None
     inter_level_delay_s: float = Field(1.0, ge=0, le=60)
 
@@ -141,7 +145,9 @@ def register(registry: HandlerRegistry) -> None:
     async def get_focus(_: NoPayload, call: Call) -> JsonDict:
         return await on_device(call, lambda d: d.imaging.get_focus_params())
 
-    @registry.add("sem.set_focus_params", SetFocusPayload, dev_lane, "Set wd_mm (mm) and/or stigm_x, stigm_y.")
+    @registry.add(
+        "sem.set_focus_params", SetFocusPayload, dev_lane, "Set wd_mm (mm) and/or stigm_x, stigm_y."
+    )
     async def set_focus(p: SetFocusPayload, call: Call) -> JsonDict:
         return await on_device(
             call, lambda d: d.imaging.set_focus_params(wd_mm=p.wd_mm, stigm_x=p.stigm_x, stigm_y=p.stigm_y)
@@ -171,7 +177,9 @@ def register(registry: HandlerRegistry) -> None:
     async def pump(_: NoPayload, call: Call) -> JsonDict:
         return await on_device(call, lambda d: d.chamber.pump())
 
-    @registry.add("sem.stage.get_position", StagePositionPayload, dev_lane, "Stage position {x,y,z mm; r,t deg}.")
+    @registry.add(
+        "sem.stage.get_position", StagePositionPayload, dev_lane, "Stage position {x,y,z mm; r,t deg}."
+    )
     async def get_position(p: StagePositionPayload, call: Call) -> JsonDict:
         if p.latest:
             return await on_device(call, lambda d: d.stage.get_latest_pos())
@@ -181,7 +189,9 @@ def register(registry: HandlerRegistry) -> None:
     async def move_to(p: StageMoveToPayload, call: Call) -> JsonDict:
         return await on_device(call, lambda d: d.stage.move_to(p.x, p.y, p.z, p.r))
 
-    @registry.add("sem.stage.move_by", MoveDeltaPayload, dev_lane, "Relative move: dx, dy, dz mm; dr, dt degrees.")
+    @registry.add(
+        "sem.stage.move_by", MoveDeltaPayload, dev_lane, "Relative move: dx, dy, dz mm; dr, dt degrees."
+    )
     async def move_by(p: MoveDeltaPayload, call: Call) -> JsonDict:
         return await on_device(call, lambda d: d.stage.move_delta(p.dx, p.dy, p.dz, p.dr, p.dt))
 
@@ -192,16 +202,19 @@ def register(registry: HandlerRegistry) -> None:
     async def autofocus(p: AutofocusConfig, call: Call) -> JsonDict:
         return _dump(await on_device(call, lambda d: d.imaging.autofocus(p)))
 
-    @registry.add("sem.save_roi", SaveRoiPayload, dev_lane, "Save a pyramidal ROI under <state_dir>/rois/<name>.")
+    @registry.add(
+        "sem.save_roi", SaveRoiPayload, dev_lane, "Save a pyramidal ROI under <state_dir>/rois/<name>."
+    )
     async def save_roi(p: SaveRoiPayload, call: Call) -> JsonDict:
-        from agent.roi import RoiSpec  # optional extra (opencv); imported on use
-
-        spec = RoiSpec.model_validate(p.spec)
         target = confined(call.context.rois_dir, p.name)
         saved = await on_device(
             call,
             lambda d: d.imaging.save_roi(
-                p.name, spec, config=p.config, target_dir=str(target), inter_level_delay_s=p.inter_level_delay_s
+                p.name,
+                p.spec,
+                config=p.config,
+                target_dir=str(target),
+                inter_level_delay_s=p.inter_level_delay_s,
             ),
         )
         return {"path": str(target), **_dump(saved)}
@@ -210,8 +223,6 @@ def register(registry: HandlerRegistry) -> None:
     async def find_roi(p: FindRoiPayload, call: Call) -> JsonDict:
         path = confined(call.context.rois_dir, p.name)
         if not path.exists():
-            from agent.instructions.errors import InstructionDeclined
-
             raise InstructionDeclined(f"no saved ROI named {p.name!r}", rois_dir=str(call.context.rois_dir))
         found = await on_device(
             call,
@@ -241,14 +252,20 @@ def _register_table(registry: HandlerRegistry, family: str, label: str) -> None:
         result: JsonDict = await on_device(call, lambda d: table(d).list())
         return result
 
-    @registry.add(f"sem.{family}.get", EntryRefPayload, Lane.DEVICE, f"Get one of the {label} (name or index).")
+    @registry.add(
+        f"sem.{family}.get", EntryRefPayload, Lane.DEVICE, f"Get one of the {label} (name or index)."
+    )
     async def get(p: EntryRefPayload, call: Call) -> JsonDict:
         result: JsonDict = await on_device(call, lambda d: table(d).get(index=p.index, name=p.name))
         return result
 
-    @registry.add(f"sem.{family}.set", EntrySetPayload, Lane.DEVICE, f"Set one of the {label}: x, optional y.")
+    @registry.add(
+        f"sem.{family}.set", EntrySetPayload, Lane.DEVICE, f"Set one of the {label}: x, optional y."
+    )
     async def set_(p: EntrySetPayload, call: Call) -> JsonDict:
-        result: JsonDict = await on_device(call, lambda d: table(d).set(index=p.index, name=p.name, x=p.x, y=p.y))
+        result: JsonDict = await on_device(
+            call, lambda d: table(d).set(index=p.index, name=p.name, x=p.x, y=p.y)
+        )
         return result
 
     @registry.add(f"sem.{family}.reset", NoPayload, Lane.DEVICE, f"Reset all {label} to zero.")

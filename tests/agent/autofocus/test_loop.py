@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -23,8 +24,8 @@ FAST = {"settle_s": 0.0, "image_size_px": 128, "n_patches": 4}
 class ScriptedCorrector:
     """Stands in for the network: returns queued predictions and records what it saw."""
 
-    predictions: list[Correction] = []
-    seen_pairs = 0
+    predictions: ClassVar[list[Correction]] = []
+    seen_pairs: ClassVar[int] = 0
 
     def __init__(self, weights_path: object = None) -> None:
         pass
@@ -50,7 +51,8 @@ def test_clip_correction_caps_and_keeps_direction() -> None:
     cfg = AutofocusConfig(max_wd_step_um=10.0, max_stig_step=1.0)
     assert clip_correction(5.0, (0.3, 0.4), cfg) == (5.0, (0.3, 0.4), False)
     wd, stig, limited = clip_correction(-50.0, (3.0, 4.0), cfg)
-    assert limited and wd == -10.0
+    assert limited
+    assert wd == -10.0
     assert stig == pytest.approx((0.6, 0.8))
 
 
@@ -64,7 +66,9 @@ def test_safety_caps_limit_each_applied_correction(scripted: type[ScriptedCorrec
     assert first.applied_dwd_um == pytest.approx(20.0)
     assert (first.applied_dstig_x, first.applied_dstig_y) == pytest.approx((0.8, -0.6))
     assert bench.wd_mm == pytest.approx(5.0 + 0.020 + 0.0001)
-    assert result.converged and result.iterations == 2 and result.images == 4
+    assert result.converged
+    assert result.iterations == 2
+    assert result.images == 4
 
 
 def test_gain_tolerance_and_iteration_cap(scripted: type[ScriptedCorrector]) -> None:
@@ -72,11 +76,14 @@ def test_gain_tolerance_and_iteration_cap(scripted: type[ScriptedCorrector]) -> 
     scripted.predictions = [Correction(10.0, 0.0, 0.0)] * 3
     cfg = AutofocusConfig(method="learned", max_iters=3, gain_wd=0.5, **FAST)
     result = run_autofocus(bench, cfg)
-    assert not result.converged and result.iterations == 3 and result.images == 6
+    assert not result.converged
+    assert result.iterations == 3
+    assert result.images == 6
     assert "not converged" in result.message
     assert [it.applied_dwd_um for it in result.trace] == pytest.approx([5.0, 5.0, 5.0])
     assert bench.wd_mm == pytest.approx(5.015)
-    assert result.final["wd_mm"] == pytest.approx(5.015) and result.initial["wd_mm"] == 5.0
+    assert result.final["wd_mm"] == pytest.approx(5.015)
+    assert result.initial["wd_mm"] == 5.0
 
 
 def test_pair_is_taken_at_wd_minus_then_plus_sigma(scripted: type[ScriptedCorrector]) -> None:
@@ -85,11 +92,14 @@ def test_pair_is_taken_at_wd_minus_then_plus_sigma(scripted: type[ScriptedCorrec
     class Recording(OpticalBench):
         def acquire_image(self, *, fov_um: float, shape: tuple[int, int], dwell_s: float) -> np.ndarray:
             wds.append(self.wd_mm)
-            assert fov_um == pytest.approx(1.28) and shape == (128, 128)
+            assert fov_um == pytest.approx(1.28)
+            assert shape == (128, 128)
             return super().acquire_image(fov_um=fov_um, shape=shape, dwell_s=dwell_s)
 
     scripted.predictions = [Correction(0.0, 0.0, 0.0)]
-    run_autofocus(Recording(seed=3, wd_mm=5.0), AutofocusConfig(method="learned", perturbation_um=4.0, **FAST))
+    run_autofocus(
+        Recording(seed=3, wd_mm=5.0), AutofocusConfig(method="learned", perturbation_um=4.0, **FAST)
+    )
     assert wds == pytest.approx([4.996, 5.004])
 
 
@@ -127,7 +137,9 @@ def test_method_selection_without_torch(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(loop_module, "torch_available", lambda: False)
     with pytest.raises(AutofocusError, match="torch"):
         run_autofocus(OpticalBench(), AutofocusConfig(method="learned", **FAST))
-    result = run_autofocus(OpticalBench(seed=6, wd_mm=5.0), AutofocusConfig(method="auto", max_iters=1, **FAST))
+    result = run_autofocus(
+        OpticalBench(seed=6, wd_mm=5.0), AutofocusConfig(method="auto", max_iters=1, **FAST)
+    )
     assert result.method == "classical"
 
 

@@ -21,9 +21,9 @@ from agent.autofocus.train import augment, train  # noqa: E402
 
 def test_model_shapes() -> None:
     model = FocusNet(width=8).eval()
-    out = model(torch.randn(5, 2, 64, 64))
+    out = model(torch.randn(5, 4, 64, 64))
     assert out.shape == (5, 6)
-    assert log_spectra(torch.randn(3, 2, 64, 64)).shape == (3, 2, 64, 64)
+    assert log_spectra(torch.randn(3, 2, 64, 64)).shape == (3, 3, 64, 64)
 
 
 def test_laplace_nll_prefers_the_right_answer() -> None:
@@ -36,9 +36,11 @@ def test_laplace_nll_prefers_the_right_answer() -> None:
 def test_weights_round_trip(tmp_path: Path) -> None:
     model = FocusNet(width=8).eval()
     path = tmp_path / "w.pt"
-    save_weights(model, path, {"width": 8, "spec": TrainingSpec().as_dict(), "target_scale": [10.0, 0.5, 0.5]})
+    save_weights(
+        model, path, {"width": 8, "spec": TrainingSpec().as_dict(), "target_scale": [10.0, 0.5, 0.5]}
+    )
     loaded, meta = load_weights(path)
-    x = torch.randn(2, 2, 64, 64)
+    x = torch.randn(2, 4, 64, 64)
     with torch.no_grad():
         assert torch.allclose(model(x), loaded(x))
     assert meta["spec"]["patch_px"] == 64
@@ -68,7 +70,15 @@ def test_augment_maps_stig_targets_with_the_image() -> None:
 
 def test_training_smoke_step() -> None:
     model, meta = train(
-        views=3, val_views=2, epochs=1, batch=8, lr=1e-3, seed=0, width=4, spec=TrainingSpec(n_specimens=1), log=False
+        views=3,
+        val_views=2,
+        epochs=1,
+        batch=8,
+        lr=1e-3,
+        seed=0,
+        width=4,
+        spec=TrainingSpec(n_specimens=1),
+        log=False,
     )
     assert isinstance(model, FocusNet)
     assert set(meta["validation"]) >= {"mae_wd_um", "mae_stig"}  # type: ignore[arg-type]

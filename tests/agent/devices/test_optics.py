@@ -45,7 +45,8 @@ def test_specimen_is_deterministic_and_seeded() -> None:
 def test_texture_at_every_field_of_view(fov_m: float) -> None:
     img = _clean(Specimen(3), fov_m=fov_m)
     assert img.dtype == np.float32
-    assert 0.0 <= img.min() and img.max() <= 1.0
+    assert img.min() >= 0.0
+    assert img.max() <= 1.0
     # Structure at the pixel scale (what autofocus needs) and at the frame scale (what ROI matching needs).
     assert _band_energy(img, 1) > 1e-4
     assert img.std() > 0.1
@@ -74,7 +75,8 @@ def test_pixel_geometry_columns_along_x_rows_along_y() -> None:
 def test_psf_sigmas_follow_geometric_optics() -> None:
     s1, s2, _ = psf_sigmas(10e-6, (0.0, 0.0))
     expected = math.hypot(DEFAULT_OPTICS.probe_sigma_m, 0.5 * 3e-3 * 10e-6)
-    assert s1 == pytest.approx(expected) and s2 == pytest.approx(expected)
+    assert s1 == pytest.approx(expected)
+    assert s2 == pytest.approx(expected)
     # Astigmatism: line foci at defocus ± |A|/2 (A = 10 µm per unit).
     s1, s2, angle = psf_sigmas(0.0, (1.0, 0.0))
     assert s1 == pytest.approx(s2)
@@ -122,7 +124,8 @@ def test_noise_falls_with_dwell() -> None:
     }
     fast = render_image(sp, dwell_s=0.1e-6, **kw)  # type: ignore[arg-type]
     slow = render_image(sp, dwell_s=10e-6, **kw)  # type: ignore[arg-type]
-    assert fast.dtype == np.float32 and fast.shape == (128, 128)
+    assert fast.dtype == np.float32
+    assert fast.shape == (128, 128)
     noise_fast = float(np.std(fast - clean))
     noise_slow = float(np.std(slow - clean))
     assert noise_slow < 0.25 * noise_fast

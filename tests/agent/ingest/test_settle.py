@@ -58,7 +58,8 @@ async def test_fresh_file_waits_until_stable(tmp_path: Path) -> None:
 def test_capacity_bounds_memory(tmp_path: Path) -> None:
     s = _settler(capacity=2)
     paths = [_old_file(tmp_path / f"{i}.xml") for i in range(3)]
-    assert s.offer(paths[0]) and s.offer(paths[1])
+    assert s.offer(paths[0])
+    assert s.offer(paths[1])
     assert not s.has_room
     assert not s.offer(paths[2])
     assert s.offer(paths[0])  # already held: accepted without growing

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import pytest
@@ -12,9 +11,9 @@ from watchdog.observers.polling import PollingObserver
 from agent.ingest.watcher import FileWatcher, choose_observer, is_network_path, scan_tree
 
 
-async def _until(cond: object, timeout: float = 5.0) -> None:
+async def _until(cond: object, within_s: float = 5.0) -> None:
     loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
+    end = loop.time() + within_s
     while not cond():  # type: ignore[operator]
         if loop.time() > end:
             raise AssertionError("condition not met in time")
@@ -43,12 +42,12 @@ async def test_created_modified_moved_and_new_folders_are_reported(tmp_path: Pat
         created.write_text("2")
         tmp = tmp_path / "tmp.part"
         tmp.write_text("3")
-        os.replace(tmp, tmp_path / "renamed.xml")
+        tmp.replace(tmp_path / "renamed.xml")
         # A whole folder moved in brings one event; its contents are found by a scan of the folder.
         outside = tmp_path.parent / (tmp_path.name + "_staging")
         (outside / "deep").mkdir(parents=True)
         (outside / "deep" / "inner.xml").write_text("4")
-        os.replace(outside, tmp_path / "moved_in")
+        outside.replace(tmp_path / "moved_in")
         expected = {
             str(existing),
             str(created),

@@ -1,4 +1,5 @@
-"""The executor: outcome rules, time limits, the two lanes and draining, with a small registry of test handlers."""
+"""The executor: outcome rules, time limits, the two lanes and draining, with a small registry of test
+handlers."""
 
 from __future__ import annotations
 
@@ -65,7 +66,9 @@ def build_registry(probe: Probe) -> HandlerRegistry:
 
     @reg.add("test.guardrail", Empty, Lane.DEVICE, "violates a guardrail")
     async def guardrail(_: Empty, call: Call) -> dict[str, Any]:
-        raise SemphonyGuardrailException("stage_soft_limits", {"axis": "x", "requested": 99.0, "limit": [-40, 40]})
+        raise SemphonyGuardrailException(
+            "stage_soft_limits", {"axis": "x", "requested": 99.0, "limit": [-40, 40]}
+        )
 
     @reg.add("test.device_error", Empty, Lane.DEVICE, "device fails")
     async def device_error(_: Empty, call: Call) -> dict[str, Any]:
@@ -109,8 +112,8 @@ class Harness:
         self.journal.record(instruction, lane)
         self.executor.notify(lane)
 
-    async def wait(self, n: int, timeout: float = 10.0) -> list[str]:
-        return [await asyncio.wait_for(self.finished.get(), timeout) for _ in range(n)]
+    async def wait(self, n: int) -> list[str]:
+        return [await asyncio.wait_for(self.finished.get(), 10.0) for _ in range(n)]
 
     def outcome(self, iid: str) -> tuple[AckStatus | None, dict[str, Any], str | None]:
         row = self.journal.get(iid)
@@ -120,7 +123,14 @@ class Harness:
 
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    h = Harness(tmp_path, ExecutorConfig(timeouts_s={"test.device.sleep": 0.5}, drain_timeout_s=0.2))
+    h = Harness(
+        tmp_path,
+        ExecutorConfig(
+            timeouts_s={"test.device.sleep": 0.5},
+            drain_timeout_s=0.2,
+            enabled_types=["test.*", "agent.*"],
+        ),
+    )
     await h.executor.start()
     yield h
     await h.executor.stop()
@@ -141,26 +151,38 @@ async def test_outcome_rules(harness: Harness) -> None:
     await harness.wait(9)
 
     status, result, msg = harness.outcome("expired")
-    assert status is AckStatus.DECLINED and result["expired"] is True and "expired" in (msg or "")
+    assert status is AckStatus.DECLINED
+    assert result["expired"] is True
+    assert "expired" in (msg or "")
     status, result, msg = harness.outcome("unknown")
-    assert status is AckStatus.DECLINED and "test.nope" in (msg or "") and "test.query" in result["known_types"]
+    assert status is AckStatus.DECLINED
+    assert "test.nope" in (msg or "")
+    assert "test.query" in result["known_types"]
     status, _, msg = harness.outcome("invalid")
     assert status is AckStatus.DECLINED
     assert "seconds: Input should be greater than or equal to 0" in (msg or "")
     assert "extra: Extra inputs are not permitted" in (msg or "")
     status, result, msg = harness.outcome("guard")
-    assert status is AckStatus.DECLINED and result["guardrail_type"] == "stage_soft_limits"
-    assert result["details"]["requested"] == 99.0 and "stage_soft_limits" in (msg or "")
+    assert status is AckStatus.DECLINED
+    assert result["guardrail_type"] == "stage_soft_limits"
+    assert result["details"]["requested"] == 99.0
+    assert "stage_soft_limits" in (msg or "")
     status, result, msg = harness.outcome("deverr")
-    assert status is AckStatus.FAILED and "scan failed" in (msg or "") and result["status_code"] == 502
+    assert status is AckStatus.FAILED
+    assert "scan failed" in (msg or "")
+    assert result["status_code"] == 502
     status, result, msg = harness.outcome("declined")
-    assert status is AckStatus.DECLINED and result == {"reason": "not today", "hint": "tomorrow"}
+    assert status is AckStatus.DECLINED
+    assert result == {"reason": "not today", "hint": "tomorrow"}
     status, _, msg = harness.outcome("bug")
-    assert status is AckStatus.FAILED and "KeyError" in (msg or "")
+    assert status is AckStatus.FAILED
+    assert "KeyError" in (msg or "")
     status, _, msg = harness.outcome("nan")
-    assert status is AckStatus.FAILED and "JSON" in (msg or "")
+    assert status is AckStatus.FAILED
+    assert "JSON" in (msg or "")
     status, result, _ = harness.outcome("ok")
-    assert status is AckStatus.PROCESSED and result == {"id": "ok"}
+    assert status is AckStatus.PROCESSED
+    assert result == {"id": "ok"}
     assert harness.probe.calls == []  # neither the expired nor the invalid one reached a handler
 
 
@@ -168,7 +190,9 @@ async def test_time_limit_fails_the_instruction(harness: Harness) -> None:
     harness.submit("slow", "test.device.sleep", {"seconds": 5})
     await harness.wait(1)
     status, result, msg = harness.outcome("slow")
-    assert status is AckStatus.FAILED and "timed out after 0.5 s" in (msg or "") and result["timeout_s"] == 0.5
+    assert status is AckStatus.FAILED
+    assert "timed out after 0.5 s" in (msg or "")
+    assert result["timeout_s"] == 0.5
 
 
 async def test_device_lane_is_serial_and_queries_do_not_wait(harness: Harness) -> None:
@@ -183,7 +207,7 @@ async def test_device_lane_is_serial_and_queries_do_not_wait(harness: Harness) -
 
 
 async def test_priority_order_in_the_device_lane(tmp_path: Path) -> None:
-    h = Harness(tmp_path, ExecutorConfig())
+    h = Harness(tmp_path, ExecutorConfig(enabled_types=["test.*"]))
     # Journal everything before the workers start, as after a reconnect burst.
     h.submit("low", "test.device.sleep", {"seconds": 0, "tag": "low"}, priority="low")
     h.submit("normal", "test.device.sleep", {"seconds": 0, "tag": "normal"})
@@ -198,11 +222,40 @@ async def test_priority_order_in_the_device_lane(tmp_path: Path) -> None:
 
 async def test_stop_interrupts_what_does_not_drain(harness: Harness) -> None:
     harness.submit("long", "test.device.sleep", {"seconds": 0.4})
-    while not harness.executor.in_flight:
+    for _ in range(500):
+        if harness.executor.in_flight:
+            break
         await asyncio.sleep(0.01)
     await harness.executor.stop(drain_timeout_s=0.05)
     status, result, msg = harness.outcome("long")
-    assert status is AckStatus.FAILED and msg == INTERRUPTED_MESSAGE and result["interrupted"] is True
+    assert status is AckStatus.FAILED
+    assert msg == INTERRUPTED_MESSAGE
+    assert result["interrupted"] is True
+
+
+async def test_types_outside_the_allow_list_are_declined_without_running(tmp_path: Path) -> None:
+    h = Harness(tmp_path, ExecutorConfig(enabled_types=["test.query"]))
+    await h.executor.start()
+    try:
+        h.submit("off", "test.device_error", {})
+        h.submit("on", "test.query", {})
+        await h.wait(2)
+        status, result, msg = h.outcome("off")
+        assert status == "declined"
+        assert msg is not None
+        assert "not enabled" in msg
+        assert h.outcome("on")[0] == "processed"
+    finally:
+        await h.executor.stop()
+        h.db.close()
+
+
+def test_default_allow_list() -> None:
+    config = ExecutorConfig()
+    assert config.is_enabled("agent.status.request")
+    assert config.is_enabled("sem.stage.move_to")
+    assert config.is_enabled("microscope.control.move_stage")
+    assert not config.is_enabled("test.instruction")
 
 
 def test_payload_models_must_forbid_extra() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,16 +16,21 @@ from agent.state.database import Database, open_database
 
 def instr(iid: str, *, priority: str = "normal", seq: int | None = None, **kw: object) -> ReceivedInstruction:
     return ReceivedInstruction.from_event(
-        {"instruction_id": iid, "instruction_type": "agent.status.request", "payload": {}, "priority": priority}
+        {
+            "instruction_id": iid,
+            "instruction_type": "agent.status.request",
+            "payload": {},
+            "priority": priority,
+        }
         | ({"sequence_number": seq} if seq is not None else {})
         | kw
     )
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Database:
+def db(tmp_path: Path) -> Iterator[Database]:
     database = open_database(tmp_path)
-    yield database  # type: ignore[misc]
+    yield database
     database.close()
 
 
@@ -33,7 +39,8 @@ def test_record_is_idempotent_and_rearms_finished_acks(db: Database) -> None:
     assert journal.record(instr("a"), Lane.QUERY) is RecordResult.NEW
     assert journal.record(instr("a"), Lane.QUERY) is RecordResult.IN_PROGRESS
     entry = journal.claim_next(Lane.QUERY)
-    assert entry is not None and entry.instruction_id == "a"
+    assert entry is not None
+    assert entry.instruction_id == "a"
     assert journal.claim_next(Lane.QUERY) is None
     journal.finish("a", Outcome.processed({"ok": True}), '{"ok": true}', 5)
     journal.ack_confirmed("a")
@@ -41,9 +48,12 @@ def test_record_is_idempotent_and_rearms_finished_acks(db: Database) -> None:
     assert journal.record(instr("a"), Lane.QUERY) is RecordResult.REACK
     due = journal.due_acks()
     assert [d.instruction_id for d in due] == ["a"]
-    assert due[0].status is AckStatus.PROCESSED and due[0].result == '{"ok": true}'
+    assert due[0].status is AckStatus.PROCESSED
+    assert due[0].result == '{"ok": true}'
     row = journal.get("a")
-    assert row is not None and row.deliveries == 3 and row.state == "done"
+    assert row is not None
+    assert row.deliveries == 3
+    assert row.state == "done"
     assert journal.stats()["redeliveries"] == 2
 
 
@@ -71,9 +81,11 @@ def test_lanes_are_separate_queues(db: Database) -> None:
     journal = InstructionJournal(db)
     journal.record(instr("d"), Lane.DEVICE)
     journal.record(instr("q"), Lane.QUERY)
-    assert journal.has_queued(Lane.DEVICE) and journal.has_queued(Lane.QUERY)
+    assert journal.has_queued(Lane.DEVICE)
+    assert journal.has_queued(Lane.QUERY)
     q = journal.claim_next(Lane.QUERY)
-    assert q is not None and q.instruction_id == "q"
+    assert q is not None
+    assert q.instruction_id == "q"
     assert not journal.has_queued(Lane.QUERY)
 
 
@@ -89,11 +101,14 @@ def test_restart_recovers_executing_as_interrupted_and_keeps_queued(tmp_path: Pa
     journal2 = InstructionJournal(db2)
     assert journal2.recover_interrupted() == ["running"]
     row = journal2.get("running")
-    assert row is not None and row.outcome is AckStatus.FAILED and row.error_message == INTERRUPTED_MESSAGE
+    assert row is not None
+    assert row.outcome is AckStatus.FAILED
+    assert row.error_message == INTERRUPTED_MESSAGE
     assert json.loads(row.result_json or "{}")["interrupted"] is True
     assert [a.instruction_id for a in journal2.due_acks()] == ["running"]
     nxt = journal2.claim_next(Lane.DEVICE)
-    assert nxt is not None and nxt.instruction_id == "waiting"
+    assert nxt is not None
+    assert nxt.instruction_id == "waiting"
     # A replay of the interrupted instruction only re-arms its ack: it is never queued again.
     assert journal2.record(instr("running"), Lane.DEVICE) is RecordResult.REACK
     db2.close()
@@ -114,7 +129,8 @@ def test_ack_failures_back_off_count_only_when_connected_and_give_up(db: Databas
     assert journal.due_acks(now=250.0)[0].attempts == 1
     journal.ack_failed("a", "500 again", retry_at=None)
     row = journal.get("a")
-    assert row is not None and row.ack_state == "gave_up"
+    assert row is not None
+    assert row.ack_state == "gave_up"
     assert journal.due_acks(now=10_000.0) == []
     assert journal.next_ack_time() is None
 
@@ -131,7 +147,8 @@ def test_prune_keeps_unacknowledged_rows(db: Database) -> None:
     journal.ack_confirmed("new-acked")
     assert journal.prune(500.0, now=1000.0) == 1
     assert journal.get("old-acked") is None
-    assert journal.get("old-unacked") is not None and journal.get("new-acked") is not None
+    assert journal.get("old-unacked") is not None
+    assert journal.get("new-acked") is not None
 
 
 def test_received_instruction_parsing_is_lenient_but_needs_an_id() -> None:
@@ -151,9 +168,13 @@ def test_received_instruction_parsing_is_lenient_but_needs_an_id() -> None:
             }
         )
     )
-    assert parsed.priority == "normal" and parsed.metadata == {} and parsed.payload == [1, 2]
-    assert parsed.created_at is not None and parsed.created_at.tzinfo is not None
-    assert parsed.expires_at is not None and abs((parsed.expires_at - expires).total_seconds()) < 1e-3
+    assert parsed.priority == "normal"
+    assert parsed.metadata == {}
+    assert parsed.payload == [1, 2]
+    assert parsed.created_at is not None
+    assert parsed.created_at.tzinfo is not None
+    assert parsed.expires_at is not None
+    assert abs((parsed.expires_at - expires).total_seconds()) < 1e-3
     with pytest.raises(ValueError, match="instruction"):
         ReceivedInstruction.from_event({"instruction_type": "sem.vent"})
     with pytest.raises(ValueError, match="not an object"):

@@ -3,6 +3,12 @@
 Intervals are shortened (heartbeat 0.3 s, ping 0.2 s) so heartbeat and ping behaviour is observable in well
 under a second; the housekeeping sweep is driven explicitly through ``POST /testbed/sweep`` (its automatic
 period is long) so expiry tests are deterministic.
+
+Starting and stopping uvicorn costs about 0.3 s, so each test module shares one server per mode and every test
+begins with :meth:`BackendServer.reset` (open streams ended, faults cleared, every row deleted, id counters
+restarted): the state a test sees is exactly that of a new server. Tests that restart a server, inject
+faults or need other options start their own. Test clients pass ``verify=False``: it is plain HTTP on
+loopback, and loading the CA bundle would cost tens of milliseconds per client.
 """
 
 from __future__ import annotations
@@ -13,36 +19,57 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from testbed.backend import BackendServer
+from testbed.backend import BackendServer, Compat
 
 FAST = {"heartbeat_interval": 0.3, "ping_interval": 0.2, "expiry_sweep_interval": 600.0, "retry_ms": 250}
 
 
-@pytest.fixture
-def strict_server(tmp_path: Path) -> Iterator[BackendServer]:
-    """A strict-mode backend with fast intervals."""
-    with BackendServer(tmp_path / "strict.sqlite3", compat="strict", **FAST) as server:
+def _shared(factory: pytest.TempPathFactory, compat: Compat) -> Iterator[BackendServer]:
+    with BackendServer(factory.mktemp(compat) / f"{compat}.sqlite3", compat=compat, **FAST) as server:
         yield server
 
 
+@pytest.fixture(scope="module")
+def shared_strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackendServer]:
+    """The module's strict-mode backend (use :func:`strict_server`, which resets it)."""
+    yield from _shared(tmp_path_factory, "strict")
+
+
+@pytest.fixture(scope="module")
+def shared_smartem_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackendServer]:
+    """The module's smartem-compat backend (use :func:`smartem_server`, which resets it)."""
+    yield from _shared(tmp_path_factory, "smartem")
+
+
+def _fresh(server: BackendServer) -> BackendServer:
+    server.reset()
+    counts = server.counts()
+    assert counts == dict.fromkeys(counts, 0)  # the reset really emptied it
+    return server
+
+
 @pytest.fixture
-def smartem_server(tmp_path: Path) -> Iterator[BackendServer]:
-    """A smartem-compat backend with fast intervals."""
-    with BackendServer(tmp_path / "smartem.sqlite3", compat="smartem", **FAST) as server:
-        yield server
+def strict_server(shared_strict_server: BackendServer) -> BackendServer:
+    """A strict-mode backend with fast intervals, empty at the start of the test."""
+    return _fresh(shared_strict_server)
+
+
+@pytest.fixture
+def smartem_server(shared_smartem_server: BackendServer) -> BackendServer:
+    """A smartem-compat backend with fast intervals, empty at the start of the test."""
+    return _fresh(shared_smartem_server)
 
 
 @pytest.fixture(params=["strict", "smartem"])
-def any_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendServer]:
-    """The same test in both modes."""
-    with BackendServer(tmp_path / f"{request.param}.sqlite3", compat=request.param, **FAST) as server:
-        yield server
+def any_server(request: pytest.FixtureRequest) -> BackendServer:
+    """The same test in both modes (each mode's shared server, emptied)."""
+    server: BackendServer = request.getfixturevalue(f"shared_{request.param}_server")
+    return _fresh(server)
 
 
 @pytest.fixture
@@ -54,7 +81,7 @@ def client(request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
             break
     else:
         raise RuntimeError("client fixture needs a server fixture")
-    with httpx.Client(base_url=server.url, timeout=10.0) as c:
+    with httpx.Client(base_url=server.url, timeout=10.0, verify=False) as c:
         yield c
 
 
@@ -79,14 +106,21 @@ class SseReader:
     """Reads one SSE stream in a thread and queues every message and comment, parsed from the raw lines (so
     the test sees exactly what the server wrote: ``id:``, ``retry:``, ``: ping``)."""
 
-    def __init__(self, base_url: str, path: str, *, last_event_id: str | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        path: str,
+        *,
+        last_event_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.messages: queue.Queue[Message | None] = queue.Queue()
         self.status_code: int | None = None
-        self._client = httpx.Client(base_url=base_url, timeout=httpx.Timeout(10.0, read=30.0))
-        headers = {"Accept": "text/event-stream"}
+        self._client = httpx.Client(base_url=base_url, timeout=httpx.Timeout(10.0, read=30.0), verify=False)
+        request_headers = {"Accept": "text/event-stream", **(headers or {})}
         if last_event_id is not None:
-            headers["Last-Event-ID"] = last_event_id
-        self._cm = self._client.stream("GET", path, headers=headers)
+            request_headers["Last-Event-ID"] = last_event_id
+        self._cm = self._client.stream("GET", path, headers=request_headers)
         self._response = self._cm.__enter__()
         self.status_code = self._response.status_code
         self._thread = threading.Thread(target=self._run, daemon=True)

@@ -144,7 +144,7 @@ def test_logs(any_server: BackendServer, client: httpx.Client) -> None:
 def test_log_batch_cap(strict_server: BackendServer, smartem_server: BackendServer) -> None:
     for server, expected in ((strict_server, 422), (smartem_server, 200)):
         sid = server.create_session("agent-1")
-        with httpx.Client(base_url=server.url) as client:
+        with httpx.Client(base_url=server.url, verify=False) as client:
             response = client.post(f"/agent/agent-1/session/{sid}/logs", json={"logs": _records(600)})
             assert response.status_code == expected
             stored = len(client.get("/testbed/logs", params={"session_id": sid}).json())

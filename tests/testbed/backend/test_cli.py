@@ -84,7 +84,7 @@ def test_watch_prints_changes(strict_server: BackendServer) -> None:
     sid = strict_server.create_session("agent-1")
     iid = strict_server.create_instruction(sid, "x.y")
     out = io.StringIO()
-    with httpx.Client(base_url=strict_server.url) as client:
+    with httpx.Client(base_url=strict_server.url, verify=False) as client:
         watch_instructions(client, session_id=sid, interval=0.01, out=out, iterations=2)
         assert out.getvalue().count(iid) == 1  # unchanged on the second poll: printed once
         with client.stream("GET", f"/agent/agent-1/session/{sid}/instructions/stream") as stream:

@@ -1,17 +1,37 @@
-"""Fault injection over HTTP and through the Python API."""
+"""Fault injection over HTTP and through the Python API.
+
+These tests do not use the module-shared servers of conftest: each gets a server of its own, so that fault
+state can never leak between tests whatever the reset does.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
+import pytest
 
 from testbed.backend import BackendServer
 
-from .conftest import SseReader
+from .conftest import FAST, SseReader
 
 Opener = Callable[..., SseReader]
+
+
+@pytest.fixture
+def strict_server(tmp_path: Path) -> Iterator[BackendServer]:
+    """A strict-mode backend of this test's own."""
+    with BackendServer(tmp_path / "strict.sqlite3", compat="strict", **FAST) as server:
+        yield server
+
+
+@pytest.fixture(params=["strict", "smartem"])
+def any_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendServer]:
+    """A backend of this test's own, in each mode."""
+    with BackendServer(tmp_path / f"{request.param}.sqlite3", compat=request.param, **FAST) as server:
+        yield server
 
 
 def test_fail_next_with_retry_after(strict_server: BackendServer, client: httpx.Client) -> None:

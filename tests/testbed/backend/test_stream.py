@@ -70,7 +70,7 @@ def test_delivery_is_prompt_on_open_stream(strict_server: BackendServer, client:
     """Through httpx-sse (the agent's client library): an instruction arrives right after its creation."""
     sid = strict_server.create_session("agent-1")
     with (
-        httpx.Client(base_url=strict_server.url, timeout=10.0) as sse_client,
+        httpx.Client(base_url=strict_server.url, timeout=10.0, verify=False) as sse_client,
         httpx_sse.connect_sse(
             sse_client, "GET", f"/agent/agent-1/session/{sid}/instructions/stream"
         ) as source,
@@ -220,7 +220,7 @@ def test_session_validation_failed(any_server: BackendServer, open_stream: Opene
         assert err.json()["error"] == "session_validation_failed"
         assert err.json()["type"] == "error"
         stream.wait_closed()
-    httpx.delete(f"{any_server.url}/debug/sessions/{sid}/close")
+    httpx.delete(f"{any_server.url}/debug/sessions/{sid}/close", verify=False)
     ended = open_stream(any_server, "agent-1", sid)
     assert ended.next().json()["error"] == "session_validation_failed"
 
@@ -303,7 +303,7 @@ def test_stale_connection_is_closed_by_sweep(tmp_path: Path) -> None:
         reader = SseReader(server.url, f"/agent/agent-1/session/{sid}/instructions/stream")
         reader.next_event("connection")
         reader.close()
-        with httpx.Client(base_url=server.url) as client:
+        with httpx.Client(base_url=server.url, verify=False) as client:
             assert client.post(f"/agent/agent-1/session/{sid}/heartbeat").status_code == 200
             time.sleep(0.3)
             assert server.sweep()["closed_connections"] == 1
@@ -330,7 +330,7 @@ def test_restart_on_same_port_keeps_everything(tmp_path: Path) -> None:
     server = BackendServer(tmp_path / "r.sqlite3", **FAST).start()
     try:
         url = server.url
-        with httpx.Client(base_url=url) as client:
+        with httpx.Client(base_url=url, verify=False) as client:
             assert client.post("/acquisitions", json={"uuid": "a", "name": "n"}).status_code == 201
         sid = server.create_session("agent-1")
         reader = SseReader(url, f"/agent/agent-1/session/{sid}/instructions/stream")
@@ -341,7 +341,7 @@ def test_restart_on_same_port_keeps_everything(tmp_path: Path) -> None:
         reader.close()
         server.start()
         assert server.url == url
-        with httpx.Client(base_url=url) as client:
+        with httpx.Client(base_url=url, verify=False) as client:
             assert client.get("/acquisitions/a").json()["name"] == "n"
         again = SseReader(url, f"/agent/agent-1/session/{sid}/instructions/stream")
         try:

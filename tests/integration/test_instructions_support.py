@@ -1,4 +1,4 @@
-"""Shared helpers of the instruction integration tests: a testbed world and polling for acknowledgements."""
+"""Shared helpers of the instruction integration tests (no tests here): a testbed world, polling for acks."""
 
 from __future__ import annotations
 
@@ -11,21 +11,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backend_client.async_client import AsyncSmartEMAPIClient
-from backend_client.retry import RetryPolicy
-from backend_client.sse import SSEAgentClient
-
 from agent.devices.simulator.config import SimulatorConfig
 from agent.instructions.config import ExecutorConfig
 from agent.instructions.runner import DeviceOptions, build_device_handle, build_service
 from agent.instructions.service import InstructionService
 from agent.state.database import open_database
+from backend_client.async_client import AsyncSmartEMAPIClient
+from backend_client.retry import RetryPolicy
+from backend_client.sse import SSEAgentClient
 from testbed.backend import BackendServer
 from testbed.semphony_server import SemphonyServer
 
 AGENT_ID = "agent-test"
 
-FAST_BACKEND = {"heartbeat_interval": 1.0, "ping_interval": 0.5, "retry_ms": 50}
+FAST_BACKEND: dict[str, Any] = {"heartbeat_interval": 1.0, "ping_interval": 0.5, "retry_ms": 50}
 FAST_SIM = SimulatorConfig(time_factor=0.0)
 
 
@@ -33,6 +32,14 @@ def ack_of(row: dict[str, Any]) -> dict[str, Any] | None:
     """The accepted acknowledgement of a backend instruction row (None if not acknowledged)."""
     accepted = [a for a in row.get("acknowledgements", []) if a.get("outcome") == "accepted"]
     return accepted[-1] if accepted else None
+
+
+def file_size_under(path: str, root: Path) -> int:
+    """The size of ``path``, asserting it is a file inside ``root``."""
+    resolved = Path(path).resolve()
+    assert resolved.is_file(), path
+    assert resolved.is_relative_to(root.resolve()), path
+    return resolved.stat().st_size
 
 
 def result_of(row: dict[str, Any]) -> Any:
@@ -48,8 +55,8 @@ class World:
     session_id: str
     state_dir: Path
 
-    async def wait_acked(self, instruction_id: str, timeout: float = 20.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
+    async def wait_acked(self, instruction_id: str, within_s: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + within_s
         while True:
             rows = await asyncio.to_thread(self.backend.instructions, self.session_id)
             row = next(r for r in rows if r["instruction_id"] == instruction_id)
@@ -63,7 +70,7 @@ class World:
         iid = await asyncio.to_thread(
             self.backend.create_instruction, self.session_id, instruction_type, payload, **kw
         )
-        return await self.wait_acked(iid, timeout=kw.pop("timeout", 20.0) if "timeout" in kw else 20.0)
+        return await self.wait_acked(iid)
 
 
 @asynccontextmanager
@@ -84,7 +91,11 @@ async def running_service(
         else None
     )
     sse = SSEAgentClient(
-        world.backend.url, AGENT_ID, world.session_id, max_retries=None, initial_retry_delay=0.05,
+        world.backend.url,
+        AGENT_ID,
+        world.session_id,
+        max_retries=None,
+        initial_retry_delay=0.05,
         max_retry_delay=0.2,
     )
     api = AsyncSmartEMAPIClient(world.backend.url, retry=RetryPolicy.disabled())
