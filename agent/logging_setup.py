@@ -180,8 +180,10 @@ def configure_logging(
         root.addHandler(handler)
     root.setLevel(config.level.upper())
     # Chatty libraries stay at WARNING unless asked otherwise; httpx logs every request at INFO.
-    for name in ("httpx", "httpcore", "watchdog", "pika", "uvicorn.access"):
+    for name in ("httpx", "httpcore", "watchdog", "uvicorn.access"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # pika logs every refused reconnect at ERROR; the publisher reports its own failures once, with context.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
     for name, level in config.levels.items():
         logging.getLogger(name).setLevel(level.upper())
     return handlers
