@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,7 @@ async def live(work: Path, rate: int, limit: int, parse_processes: int) -> dict[
     written: dict[str, float] = {}
     confirmed: dict[str, float] = {}
 
-    def on_confirmed(items: list[OutboxItem]) -> None:
+    def on_confirmed(items: Sequence[OutboxItem]) -> None:
         now = time.monotonic()
         for item in items:
             confirmed.setdefault(item.uuid, now)
@@ -147,7 +148,7 @@ async def live(work: Path, rate: int, limit: int, parse_processes: int) -> dict[
         client = AsyncSmartEMAPIClient(url, retry=RetryPolicy(attempts=3, timeout=5))
         config = IngestConfig(watch_dir=target, settle_time_s=0.1, parse_processes=parse_processes)
         service = IngestService(config, db, client)
-        service._latency_hook.append(on_confirmed)
+        service.add_confirm_listener(on_confirmed)
         await service.start()
         acq = None
         log(f"copying {len(files)} files at {rate}/s ...")

@@ -120,6 +120,9 @@ def _trace_figure(path: Path, traces: list[list[float]]) -> None:
         y = xy(0, 10.0**d)[1]
         cv2.line(img, (m, y), (w - m, y), (225, 225, 225), 1)
         cv2.putText(img, f"1e{d}", (8, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+    for i in range(n_x):
+        x = xy(i, 1.0)[0]
+        cv2.putText(img, str(i), (x - 4, h - m + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
     tol = xy(0, PX_TOL)[1]
     cv2.line(img, (m, tol), (w - m, tol), (0, 0, 255), 1)
     rng = np.random.default_rng(0)

@@ -85,6 +85,13 @@ def compose(settings: Settings, *, shipper_out: list[LogShipper] | None = None) 
         db.close()
 
     comp.closers.append(close_db)
+    close_auth = getattr(auth, "close", None)
+    if callable(close_auth):  # OAuth2 client credentials hold their own token client
+
+        async def close_token_client() -> None:
+            await asyncio.to_thread(close_auth)
+
+        comp.closers.append(close_token_client)
     comp.closers.append(api.aclose)
 
     if settings.ingest is not None:

@@ -28,7 +28,7 @@ import multiprocessing
 import os
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,7 +183,7 @@ class IngestService:
         self._spilled = 0
         self._tasks: list[asyncio.Task[Any]] = []
         self._changed = asyncio.Event()
-        self._latency_hook: list[Any] = []
+        self._confirm_listeners: list[Callable[[Sequence[OutboxItem]], None]] = []
         self._running = False
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
 
@@ -445,8 +445,12 @@ class IngestService:
 
     def _confirmed(self, items: Sequence[OutboxItem]) -> None:
         self._changed.set()
-        for hook in self._latency_hook:
-            hook(items)
+        for listener in self._confirm_listeners:
+            listener(items)
+
+    def add_confirm_listener(self, listener: Callable[[Sequence[OutboxItem]], None]) -> None:
+        """Call ``listener`` (on the event loop) with the outbox items each time the backend confirms some."""
+        self._confirm_listeners.append(listener)
 
     # ------------------------------------------------------------------ idle / once
 

@@ -18,6 +18,7 @@ the client goes away (the real backend does not notice until its stale sweep).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import time
@@ -115,11 +116,12 @@ async def instruction_stream(
                 end_reason = "token_expired"
                 return
             timeout = max(0.0, min(next_ping, next_heartbeat, token_deadline) - loop.time())
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(handle.wake.wait(), timeout=timeout)
-                woken = True
-            except TimeoutError:
-                woken = False
+            # Read the flag rather than trust the outcome of wait_for: a notification that lands while the
+            # timeout is being delivered sets the event yet still ends in TimeoutError, and clearing it
+            # unread would strand that instruction until the next wake.
+            woken = handle.wake.is_set()
             handle.wake.clear()
             if handle.end_reason is not None:
                 end_reason = handle.end_reason

@@ -3,23 +3,16 @@ while away, acks posted while disconnected, a token expiring mid-stream, silence
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backend_client import ClientCredentialsAuth, SessionError, SSEAgentClient
-from testbed.backend import BackendServer
-from testbed.backend.app import create_app
+from testbed.backend import AuthOptions, BackendServer
 
 pytestmark = pytest.mark.integration
 
@@ -157,98 +150,34 @@ def test_silence_longer_than_read_timeout_is_a_dead_connection(tmp_path: Path) -
 # -- a token expiring mid-stream -----------------------------------------------------------------------------------
 
 
-class ExpiringTokenGate:
-    """ASGI wrapper: a token endpoint issuing short-lived tokens, 401 on expired ones, and (like a gateway that
-    enforces expiry) the end of any stream whose token expires while it is open."""
-
-    def __init__(self, app: ASGIApp, lifetime: float) -> None:
-        self.app = app
-        self.lifetime = lifetime
-        self.tokens: dict[str, float] = {}
-        self.rejected = 0
-
-    def _expiry(self, scope: Scope) -> float | None:
-        for key, value in scope.get("headers", []):
-            if key == b"authorization":
-                return self.tokens.get(value.decode().removeprefix("Bearer "))
-        return None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if scope["path"] == "/token":
-            token = f"token-{len(self.tokens) + 1}"
-            self.tokens[token] = time.monotonic() + self.lifetime
-            body = f'{{"access_token": "{token}", "expires_in": {self.lifetime}}}'.encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [(b"content-type", b"application/json")],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
-            return
-        expires_at = self._expiry(scope)
-        if scope["path"].startswith("/agent/") and (expires_at is None or expires_at <= time.monotonic()):
-            self.rejected += 1
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 401,
-                    "headers": [(b"content-type", b"application/json")],
-                }
-            )
-            await send({"type": "http.response.body", "body": b'{"detail":"Token expired"}'})
-            return
-        if not scope["path"].endswith("/stream") or expires_at is None:
-            await self.app(scope, receive, send)
-            return
-        task = asyncio.ensure_future(self.app(scope, receive, send))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(task), max(0.0, expires_at - time.monotonic()))
-            return
-        task.cancel()  # the token expired mid-stream: end the stream
-        with contextlib.suppress(BaseException):
-            await task
-        with contextlib.suppress(Exception):
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-@contextlib.contextmanager
-def serve(app: ASGIApp) -> Iterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_config=None, log_level="warning", ws="none", timeout_graceful_shutdown=1)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    assert wait_for(lambda: server.started)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
 def test_token_expiring_mid_stream_is_refreshed(tmp_path: Path) -> None:
-    gate = ExpiringTokenGate(create_app(tmp_path / "b.db", **FAST), lifetime=1.5)
-    with serve(gate) as url:
-        session = httpx.post(f"{url}/debug/sessions/create", json={"agent_id": "agent-1", "name": "t"}).json()
+    # The backend issues 1.5 s tokens at /auth/token and ends an open stream when its token expires (as a gateway
+    # enforcing expiry would); the client must fetch a new token and reconnect, and keep doing so.
+    auth = AuthOptions(client_id="agent", client_secret="secret", token_lifetime_s=1.5)
+    with BackendServer(tmp_path / "b.db", auth=auth, **FAST) as server:
+        session = server.create_session("agent-1")
         # refresh_margin 0.2 s: the cached token is used until just before it expires, so expiry happens mid-stream
-        auth = ClientCredentialsAuth(f"{url}/token", "agent", "secret", refresh_margin=0.2)
+        token_auth = ClientCredentialsAuth(f"{server.url}/auth/token", "agent", "secret", refresh_margin=0.2)
         client = SSEAgentClient(
-            url, "agent-1", session["session_id"], auth=auth, initial_retry_delay=0.05, max_retry_delay=0.2
+            server.url, "agent-1", session, auth=token_auth, initial_retry_delay=0.05, max_retry_delay=0.2
         )
-        with Runner(client) as runner:
-            assert wait_for(lambda: len(gate.tokens) >= 3, timeout=10)  # two expiries survived
-            created = httpx.post(
-                f"{url}/debug/session/{session['session_id']}/create-instruction",
-                json={"instruction_type": "agent.status.request", "payload": {}},
-            ).json()
-            assert wait_for(lambda: created["instruction_id"] in runner.ids())
-            assert client.connected
-            assert runner.failure is None
-        assert client.stats["connections"] >= 3
+        try:
+            with Runner(client) as runner:
+
+                def expiries() -> int:
+                    rows = httpx.get(
+                        f"{server.url}/testbed/connections", params={"session_id": session}
+                    ).json()
+                    return sum(1 for row in rows if row["close_reason"] == "token_expired")
+
+                assert wait_for(lambda: expiries() >= 2, timeout=15)  # two expiries survived
+                assert server.tokens is not None
+                assert server.tokens.issued >= 3
+                iid = server.create_instruction(session, "agent.status.request")
+                assert wait_for(lambda: iid in runner.ids())
+                assert client.connected
+                assert runner.failure is None
+            assert client.stats["connections"] >= 3
+            assert token_auth.fetch_count >= 3
+        finally:
+            token_auth.close()

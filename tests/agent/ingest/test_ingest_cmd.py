@@ -21,7 +21,16 @@ def _parser() -> argparse.ArgumentParser:
 def test_dry_run_reports_every_entity(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     manifest = generate(tmp_path / "visit", preset="small", seed=1, previews=False)
     args = _parser().parse_args(
-        ["ingest", str(tmp_path / "visit"), "--dry-run", "--json", "--parse-processes", "0", "--quiet-time", "1"]
+        [
+            "ingest",
+            str(tmp_path / "visit"),
+            "--dry-run",
+            "--json",
+            "--parse-processes",
+            "0",
+            "--quiet-time",
+            "1",
+        ]
     )
     assert args.func(args) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -15,7 +15,9 @@ def _render(kind: EntityKind, merged: dict[str, Any]) -> tuple[dict[str, Any], b
     return dict(merged), bool(merged.get("near"))
 
 
-def _c(kind: EntityKind, nid: str, parent: str | None, source: str, fields: dict[str, Any], **kw: Any) -> Contribution:
+def _c(
+    kind: EntityKind, nid: str, parent: str | None, source: str, fields: dict[str, Any], **kw: Any
+) -> Contribution:
     return Contribution(
         kind=kind,
         uuid=entity_uuid("a", kind, nid),
@@ -52,8 +54,12 @@ def test_child_before_parent_waits_as_orphan_then_is_sendable(tmp_path: Path) ->
 def test_sources_merge_and_an_older_image_never_wins(tmp_path: Path) -> None:
     store = IngestStore(open_database(tmp_path))
     dm = _c(EntityKind.FOILHOLE, "7", None, "dm", {"x_location": 5}, rank=1)
-    new_img = _c(EntityKind.FOILHOLE, "7", None, "img", {"center_x": 2.0}, rank=2, order_key="20240101_120010")
-    old_img = _c(EntityKind.FOILHOLE, "7", None, "img", {"center_x": 1.0}, rank=2, order_key="20240101_120000")
+    new_img = _c(
+        EntityKind.FOILHOLE, "7", None, "img", {"center_x": 2.0}, rank=2, order_key="20240101_120010"
+    )
+    old_img = _c(
+        EntityKind.FOILHOLE, "7", None, "img", {"center_x": 1.0}, rank=2, order_key="20240101_120000"
+    )
     _apply(store, dm, new_img, old_img)
     [item] = store.sendable(10, time.time())
     assert item.payload == {"x_location": 5, "center_x": 2.0}

@@ -26,7 +26,12 @@ import pytest
 
 from testbed.backend import BackendServer, Compat
 
-FAST = {"heartbeat_interval": 0.3, "ping_interval": 0.2, "expiry_sweep_interval": 600.0, "retry_ms": 250}
+FAST: dict[str, Any] = {
+    "heartbeat_interval": 0.3,
+    "ping_interval": 0.2,
+    "expiry_sweep_interval": 600.0,
+    "retry_ms": 250,
+}
 
 
 def _shared(factory: pytest.TempPathFactory, compat: Compat) -> Iterator[BackendServer]:

@@ -105,6 +105,7 @@ def test_cli_errors_when_backend_unreachable(capsys: pytest.CaptureFixture[str])
 
 
 def test_python_m_runs_the_backend(tmp_path: Path) -> None:
+    """The real entry point, with a static token (so the CLI's auth options reach the server)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -119,6 +120,8 @@ def test_python_m_runs_the_backend(tmp_path: Path) -> None:
         str(db),
         "--compat",
         "smartem",
+        "--token",
+        "cli-token",
     ]
     with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
         try:
@@ -132,7 +135,14 @@ def test_python_m_runs_the_backend(tmp_path: Path) -> None:
                     assert time.monotonic() < deadline, "backend did not start"
                     time.sleep(0.1)
             assert status["configuration"]["compat"] == "smartem"
+            assert status["configuration"]["auth"] == "bearer"
             assert db.exists()
+            url = f"http://127.0.0.1:{port}/acquisitions"
+            assert httpx.get(url, timeout=5.0, verify=False).status_code == 401
+            authorised = httpx.get(
+                url, timeout=5.0, verify=False, headers={"Authorization": "Bearer cli-token"}
+            )
+            assert authorised.json() == []
         finally:
             proc.terminate()
             proc.wait(timeout=10)
