@@ -187,9 +187,7 @@ class Settings(BaseSettings):
     instructions: ExecutorConfig = Field(default_factory=ExecutorConfig)
     device: DeviceSettings = Field(default_factory=DeviceSettings)
     amqp: AmqpSettings = Field(default_factory=AmqpSettings)
-    logging: LoggingConfig = Field(
-        default_factory=lambda: LoggingConfig(file=platform_log_file())
-    )
+    logging: LoggingConfig = Field(default_factory=lambda: LoggingConfig(file=platform_log_file()))
 
     _toml_file: Path | None = None
 

@@ -22,8 +22,8 @@ from pathlib import Path
 from agent.devices.athena import AthenaClient
 from agent.devices.factory import create_client
 from agent.devices.guardrails import ImagingGuardrails
-from agent.devices.simulator.config import SimulatorConfig
 from agent.devices.semphony import ImagingDevice, SemphonyClient
+from agent.devices.simulator.config import SimulatorConfig
 from agent.instructions.acks import ApiAckSender
 from agent.instructions.config import ExecutorConfig, RuntimeConfig
 from agent.instructions.context import DecisionTarget, DeviceHandle, HandlerContext
@@ -65,7 +65,9 @@ def build_device_handle(options: DeviceOptions) -> DeviceHandle[ImagingDevice] |
     """A lazily opened device handle, or None for ``backend = "none"``."""
     if options.backend == "none":
         return None
-    client = create_client(options.backend, url=options.url, api_key=options.api_key, simulator=options.simulator)
+    client = create_client(
+        options.backend, url=options.url, api_key=options.api_key, simulator=options.simulator
+    )
 
     def close(device: ImagingDevice) -> None:
         with contextlib.suppress(Exception):

@@ -61,7 +61,9 @@ class Database:
         refused rather than silently misread.
         """
         with self.transaction() as conn:
-            row = conn.execute("SELECT version FROM schema_versions WHERE component = ?", (component,)).fetchone()
+            row = conn.execute(
+                "SELECT version FROM schema_versions WHERE component = ?", (component,)
+            ).fetchone()
             if row is not None and int(row["version"]) > version:
                 raise RuntimeError(
                     f"state database {self.path} has {component} schema v{row['version']}, "

@@ -240,7 +240,7 @@ async def test_types_outside_the_allow_list_are_declined_without_running(tmp_pat
         h.submit("off", "test.device_error", {})
         h.submit("on", "test.query", {})
         await h.wait(2)
-        status, result, msg = h.outcome("off")
+        status, _result, msg = h.outcome("off")
         assert status == "declined"
         assert msg is not None
         assert "not enabled" in msg
