@@ -167,7 +167,9 @@ def _short_status(status: dict[str, Any]) -> str:
     instr = status.get("instructions", {})
     parts = []
     if isinstance(ingest, dict) and ingest:
-        parts.append(f"outbox={ingest.get('outbox_depth', '?')} orphans={ingest.get('orphans_total', '?')}")
+        orphans = ingest.get("orphans")
+        total = sum(orphans.values()) if isinstance(orphans, dict) else "?"
+        parts.append(f"outbox={ingest.get('outbox_depth', '?')} orphans={total}")
     if isinstance(instr, dict) and instr:
         parts.append(f"instructions={instr.get('handled', '?')} sse={instr.get('sse_state', '?')}")
     return "running " + " ".join(parts) if parts else "running"

@@ -164,7 +164,13 @@ class AmqpSettings(BaseModel):
     """``[amqp]``: optional event publishing to a message bus."""
 
     url: SecretStr | None = Field(None, description="amqp://user:pass@host/vhost; None disables publishing.")
-    exchange: str = Field("em_agent", description="Durable topic exchange.")
+    exchange: str = Field("em_agent.events", description="Durable topic exchange; routing key = event type.")
+    queue: str | None = Field(
+        "em_agent.events", description="Durable queue bound to the exchange (keeps events until consumed)."
+    )
+    buffer: int = Field(
+        10_000, ge=100, description="Events held while the broker is away; oldest dropped beyond."
+    )
 
 
 class Settings(BaseSettings):

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import psutil  # type: ignore[import-untyped]
+import psutil
 
 from agent.ingest import EntityKind, IngestConfig, IngestService, OutboxItem, entity_uuid
 from agent.state.database import open_database

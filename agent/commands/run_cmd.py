@@ -101,6 +101,12 @@ def compose(settings: Settings, *, shipper_out: list[LogShipper] | None = None) 
         comp.ingest = ingest
         services.append(NamedService("ingest", ingest, ingest.snapshot))
 
+    if settings.amqp.url is not None and comp.ingest is not None:
+        bridge = _event_bridge(settings)
+        comp.ingest.add_confirm_listener(bridge.on_confirmed)
+        # Started before ingest (connected when the first confirmations come), stopped after it.
+        services.insert(0, NamedService("amqp", bridge, bridge.snapshot))
+
     if settings.session_id:
         comp.instructions = _compose_instructions(settings, db, api, auth, verify, comp, services)
     elif settings.ingest is None:
@@ -226,6 +232,21 @@ def _apply_runtime_changes(runtime: Any, comp: Composition, beat: Any | None) ->
         log.info("agent.runtime_config_changed", extra={"changes": changes})
 
     runtime.subscribe(on_change)
+
+
+def _event_bridge(settings: Settings) -> Any:
+    from agent.events import EntityEventBridge
+    from backend_client.amqp import AmqpEventPublisher, AmqpPublisherConfig
+
+    assert settings.amqp.url is not None
+    publisher = AmqpEventPublisher(
+        AmqpPublisherConfig(
+            url=settings.amqp.url.get_secret_value(),
+            exchange=settings.amqp.exchange,
+            queue=settings.amqp.queue,
+        )
+    )
+    return EntityEventBridge(publisher, capacity=settings.amqp.buffer)
 
 
 def _log_shipper(settings: Settings, auth: Any, verify: Any) -> LogShipper:
