@@ -44,8 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _safe_console() -> None:
+    """Never crash on a console code page that cannot encode a character (Windows cp1252/cp437), and never hold
+    output in a buffer (service consoles and pipes are block-buffered by default)."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace", line_buffering=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
+    _safe_console()
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "func", None)

@@ -37,11 +37,14 @@ class AutofocusConfig(BaseModel):
     gain_stig: float = Field(
         1.0, gt=0, le=1.5, description="Fraction of the predicted stigmator correction applied."
     )
+    # The stop test reads the *predicted* correction, whose noise near focus is ~0.3 µm and ~0.05 units for
+    # the shipped network; the correction that passes the test is still applied, so the final error is
+    # typically well inside these tolerances.
     wd_tol_um: float = Field(
-        0.5, gt=0, description="Converged when |predicted WD correction| is below this, µm."
+        1.0, gt=0, description="Converged when |predicted WD correction| is below this, µm."
     )
     stig_tol: float = Field(
-        0.05, gt=0, description="... and each |predicted stigmator correction| below this."
+        0.15, gt=0, description="... and each |predicted stigmator correction| below this (units)."
     )
     max_wd_step_um: float = Field(
         60.0, gt=0, description="Safety cap on any single WD correction, µm (larger predictions are clipped)."
