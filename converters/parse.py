@@ -32,9 +32,11 @@ from converters._xml import (
     NS_SO,
     NS_T,
     Z_REF,
+    _I_NIL_B,
     Element,
     Reader,
     assembly_version,
+    children,
     load_bytes,
     local_name,
     mentions_ref,
@@ -452,24 +454,45 @@ def _property_bag(r: Reader, el: Element | None) -> dict[str, Element]:
     """``arr:KeyValueOfstringanyType`` entries: key -> value element (dereferenced; nil values left out).
 
     Types are resolved only for the entries that are read (:func:`_type_of`); resolving every QName would
-    cost more than the rest of the image.
+    cost more than the rest of the image. An entry is read as its last ``Key`` and last ``Value`` child; the
+    usual two-child ``Key, Value`` entry takes a shortcut with the same result.
     """
     out: dict[str, Element] = {}
-    for entry in r.elements(el):
-        key = value = None
-        for part in entry:
-            if part.tag == _ARR_KEY:
-                key = part.text
-            elif part.tag == _ARR_VALUE:
-                value = part
+    if el is None:
+        return out
+    el = r.deref(el)
+    if not len(el) or r.is_nil(el):
+        return out
+    has_refs = r.has_refs
+    for entry in children(el):
+        parts = children(entry)
+        if len(parts) == 2:
+            key_el, value = parts
+            if key_el.tag == _ARR_KEY and value.tag == _ARR_VALUE:
+                key = key_el.text
+            else:
+                key, value = _bag_entry(entry)
+        else:
+            key, value = _bag_entry(entry)
         if key is None or value is None:
             continue
-        if value.get(Z_REF) is not None:
+        if has_refs:
             value = r.deref(value)
-        if value.get(I_NIL) == "true":
+        if value.get(_I_NIL_B) == "true":
             continue
         out[key.strip()] = value
     return out
+
+
+def _bag_entry(entry: Element) -> tuple[str | None, Element | None]:
+    """The general case of a property-bag entry: text of the last ``Key``, the last ``Value``."""
+    key = value = None
+    for part in children(entry):
+        if part.tag == _ARR_KEY:
+            key = part.text
+        elif part.tag == _ARR_VALUE:
+            value = part
+    return key, value
 
 
 _FT_CENTER, _FT_SIZE, _FT_QUALITY, _FT_ROTATION, _FT_SHEAR = (
@@ -508,120 +531,94 @@ def _fractionation(r: Reader, ns: str | None, local: str, value: Element) -> Fra
     return Fractionation(kind=local or "unknown")
 
 
-_IMAGE_FIELDS = (
-    "uniqueID", "CustomData", "pixelSize", "acquisitionDateTime", "Binning", "CameraSpecificInput", "ExposureTime",
-    "Name", "ReadoutArea", "ApplicationSoftware", "ApplicationSoftwareVersion", "AccelerationVoltage",
-    "ComputerName", "InstrumentID", "InstrumentModel", "BeamShift", "BeamTilt", "Defocus", "EFTEMOn",
-    "EnergySelectionSlitInserted", "EnergySelectionSlitWidth", "ImageShift", "ProbeMode", "SpotIndex",
-    "NominalMagnification", "Position",
-)  # fmt: skip
-_IMAGE_TAGS = tuple(_SO[name] for name in _IMAGE_FIELDS)
-# Names that also occur outside the element we want (plate camera, scanning detector): check the parent.
-_IMAGE_PARENTS = {
-    _SO["Name"]: _SO["camera"],
-    _SO["ExposureTime"]: _SO["camera"],
-    _SO["Binning"]: _SO["camera"],
-    _SO["Position"]: _SO["stage"],
-}
-
-
-def _image_elements_fast(root: Element) -> dict[str, Element]:
-    """The elements ``_image_metadata`` reads, found in one C-level filtered walk (first occurrence wins).
-
-    Creating a Python proxy per visited element is what costs time in lxml; ``iter(*tags)`` filters in C and
-    creates proxies only for the ~30 wanted elements. Valid only for documents without ``z:Ref``.
-    """
-    found: dict[str, Element] = {}
-    for el in root.iter(*_IMAGE_TAGS):
-        tag = str(el.tag)
-        if tag in found:
-            continue
-        parent_tag = _IMAGE_PARENTS.get(tag)
-        if parent_tag is not None:
-            parent = el.getparent()
-            if parent is None or parent.tag != parent_tag:
-                continue
-        found[tag] = el
-    return found
-
-
-def _image_elements_by_path(r: Reader, root: Element) -> dict[str, Element]:
-    """The same elements by explicit paths, dereferencing ``z:Ref`` at every step (documents with refs)."""
-    s = _SO
-    top = r.kids(root)
-    md = r.kids(top.get(s["microscopeData"]))
-    acq = r.kids(md.get(s["acquisition"]))
-    cam = r.kids(acq.get(s["camera"]))
-    optics = r.kids(md.get(s["optics"]))
-    candidates = {
-        **{s[n]: top.get(s[n]) for n in ("uniqueID", "CustomData")},
-        s["pixelSize"]: r.kids(top.get(s["SpatialScale"])).get(s["pixelSize"]),
-        s["acquisitionDateTime"]: acq.get(s["acquisitionDateTime"]),
-        **{
-            s[n]: cam.get(s[n])
-            for n in ("Binning", "CameraSpecificInput", "ExposureTime", "Name", "ReadoutArea")
-        },
-        **{
-            s[n]: r.kids(md.get(s["core"])).get(s[n])
-            for n in ("ApplicationSoftware", "ApplicationSoftwareVersion")
-        },
-        s["AccelerationVoltage"]: r.kids(md.get(s["gun"])).get(s["AccelerationVoltage"]),
-        **{
-            s[n]: r.kids(md.get(s["instrument"])).get(s[n])
-            for n in ("ComputerName", "InstrumentID", "InstrumentModel")
-        },
-        **{
-            s[n]: optics.get(s[n])
-            for n in ("BeamShift", "BeamTilt", "Defocus", "EFTEMOn", "ImageShift", "ProbeMode", "SpotIndex")
-        },
-        **{
-            s[n]: r.kids(optics.get(s["EnergyFilter"])).get(s[n])
-            for n in ("EnergySelectionSlitInserted", "EnergySelectionSlitWidth")
-        },
-        s["NominalMagnification"]: r.kids(optics.get(s["TemMagnification"])).get(s["NominalMagnification"]),
-        s["Position"]: r.kids(md.get(s["stage"])).get(s["Position"]),
-    }
-    return {tag: el for tag, el in candidates.items() if el is not None}
+# Clark names of the MicroscopeImage members read below, bound to module constants once: the image reader runs
+# for every micrograph and foil-hole image, where even dictionary look-ups of names show in profiles.
+_S_CUSTOM, _S_UNIQUE_ID, _S_SPATIAL, _S_PIXEL, _S_NUMERIC, _S_X, _S_Y = (
+    _SO[n] for n in ("CustomData", "uniqueID", "SpatialScale", "pixelSize", "numericValue", "x", "y")
+)
+_S_MICROSCOPE, _S_ACQUISITION, _S_CAMERA, _S_CORE, _S_GUN, _S_INSTRUMENT, _S_OPTICS, _S_STAGE = (
+    _SO[n] for n in ("microscopeData", "acquisition", "camera", "core", "gun", "instrument", "optics", "stage")
+)
+_S_ACQ_TIME, _S_BINNING, _S_CAMERA_INPUT, _S_EXPOSURE, _S_NAME, _S_READOUT = (
+    _SO[n]
+    for n in ("acquisitionDateTime", "Binning", "CameraSpecificInput", "ExposureTime", "Name", "ReadoutArea")
+)
+_S_SOFTWARE, _S_SOFTWARE_VERSION, _S_VOLTAGE, _S_COMPUTER, _S_INSTRUMENT_ID, _S_INSTRUMENT_MODEL = (
+    _SO[n]
+    for n in (
+        "ApplicationSoftware",
+        "ApplicationSoftwareVersion",
+        "AccelerationVoltage",
+        "ComputerName",
+        "InstrumentID",
+        "InstrumentModel",
+    )
+)
+_S_BEAM_SHIFT, _S_BEAM_TILT, _S_DEFOCUS, _S_EFTEM, _S_IMAGE_SHIFT, _S_PROBE, _S_SPOT = (
+    _SO[n] for n in ("BeamShift", "BeamTilt", "Defocus", "EFTEMOn", "ImageShift", "ProbeMode", "SpotIndex")
+)
+_S_FILTER, _S_SLIT_IN, _S_SLIT_WIDTH, _S_TEM_MAG, _S_NOMINAL_MAG, _S_POSITION = (
+    _SO[n]
+    for n in (
+        "EnergyFilter",
+        "EnergySelectionSlitInserted",
+        "EnergySelectionSlitWidth",
+        "TemMagnification",
+        "NominalMagnification",
+        "Position",
+    )
+)
 
 
 def _image_metadata(r: Reader, root: Element) -> ImageMetadata:
-    """Read a ``MicroscopeImage`` root."""
+    """Read a ``MicroscopeImage`` root.
+
+    Every member is read at its exact path (``microscopeData/optics/Defocus``...), one children map per
+    container on the way; the same code serves documents with and without ``z:Ref`` (the reader dereferences
+    only when the document has references).
+    """
     if root.tag != _SO_IMAGE:
         raise r.malformed(f"expected root MicroscopeImage, found {local_name(str(root.tag))}", root)
-    s = _SO
-    el = _image_elements_by_path(r, root) if r.has_refs else _image_elements_fast(root)
-    pixel = r.kids(el.get(s["pixelSize"]))
-    pixel_x = r.as_float(r.kids(pixel.get(s["x"])).get(s["numericValue"]))
-    pixel_y = r.as_float(r.kids(pixel.get(s["y"])).get(s["numericValue"]))
-    width, height = _size(r, el.get(s["ReadoutArea"]))
-    bin_x, bin_y = _point(r, el.get(s["Binning"]))
+    kids, as_float, as_str, as_bool = r.kids, r.as_float, r.as_str, r.as_bool
+    top = kids(root)
+    md = kids(top.get(_S_MICROSCOPE))
+    acquisition = kids(md.get(_S_ACQUISITION))
+    camera = kids(acquisition.get(_S_CAMERA))
+    optics = kids(md.get(_S_OPTICS))
+    core = kids(md.get(_S_CORE))
+    instrument = kids(md.get(_S_INSTRUMENT))
+    energy_filter = kids(optics.get(_S_FILTER))
 
-    bag = _property_bag(r, el.get(s["CustomData"]))
+    pixel = kids(kids(top.get(_S_SPATIAL)).get(_S_PIXEL))
+    pixel_x = as_float(kids(pixel.get(_S_X)).get(_S_NUMERIC))
+    pixel_y = as_float(kids(pixel.get(_S_Y)).get(_S_NUMERIC))
+    width, height = _size(r, camera.get(_S_READOUT))
+    bin_x, bin_y = _point(r, camera.get(_S_BINNING))
+
+    bag = _property_bag(r, top.get(_S_CUSTOM))
     custom: dict[str, str] = {}
     for key, value in bag.items():
-        if len(value) == 0:  # scalar entries only; structured ones are read below when known
+        if not len(value):  # scalar entries only; structured ones are read below when known
             custom[key] = (value.text or "").strip()
     found: FoundHole | None = None
     shape = bag.get("FindFoilHoleCenterResults")
     if shape is not None and _type_of(shape) == (NS_FT, "Shape2D"):
         found = _found_hole(r, shape)
-    camera_input = _property_bag(r, el.get(s["CameraSpecificInput"]))
+    camera_input = _property_bag(r, camera.get(_S_CAMERA_INPUT))
     fractionation: Fractionation | None = None
     settings = camera_input.get("FractionationSettings")
     if settings is not None:
         fractionation = _fractionation(r, *_type_of(settings), settings)
-    counting = camera_input.get("ElectronCountingEnabled")
-    super_resolution = camera_input.get("SuperResolutionFactor")
 
-    detector = r.as_str(el.get(s["Name"]))
+    detector = as_str(camera.get(_S_NAME))
     commercial = bag.get("DetectorCommercialName")
     if commercial is None and detector:
         commercial = bag.get(f"Detectors[{detector}].CommercialName")
     frame_rate = bag.get(f"Detectors[{detector}].FrameRate") if detector else None
 
     return ImageMetadata(
-        unique_id=r.as_str(el.get(s["uniqueID"])),
-        acquisition_datetime=r.as_datetime(el.get(s["acquisitionDateTime"])),
+        unique_id=as_str(top.get(_S_UNIQUE_ID)),
+        acquisition_datetime=r.as_datetime(acquisition.get(_S_ACQ_TIME)),
         pixel_size_x_m=pixel_x,
         pixel_size_y_m=pixel_y,
         image_width_px=_int_or_none(width),
@@ -629,34 +626,34 @@ def _image_metadata(r: Reader, root: Element) -> ImageMetadata:
         binning_x=_int_or_none(bin_x),
         binning_y=_int_or_none(bin_y),
         detector_name=detector,
-        detector_commercial_name=r.as_str(commercial),
-        exposure_time_s=r.as_float(el.get(s["ExposureTime"])),
-        defocus_m=r.as_float(el.get(s["Defocus"])),
-        applied_defocus_m=r.as_float(bag.get("AppliedDefocus")),
-        dose_e_per_m2=r.as_float(bag.get("Dose")),
-        dose_on_camera_e_per_px=r.as_float(bag.get("DoseOnCamera")),
-        dose_rate=r.as_float(bag.get("DoseRate")),
-        stage_position=_stage(r, el.get(s["Position"])),
-        beam_shift=_vector(r, el.get(s["BeamShift"])),
-        image_shift=_vector(r, el.get(s["ImageShift"])),
-        beam_tilt=_vector(r, el.get(s["BeamTilt"])),
-        nominal_magnification=r.as_float(el.get(s["NominalMagnification"])),
-        spot_index=r.as_int(el.get(s["SpotIndex"])),
-        probe_mode=r.as_str(el.get(s["ProbeMode"])),
-        acceleration_voltage_v=r.as_float(el.get(s["AccelerationVoltage"])),
-        instrument_model=r.as_str(el.get(s["InstrumentModel"])),
-        instrument_id=r.as_str(el.get(s["InstrumentID"])),
-        computer_name=r.as_str(el.get(s["ComputerName"])),
-        software_name=r.as_str(el.get(s["ApplicationSoftware"])),
-        software_version=r.as_str(el.get(s["ApplicationSoftwareVersion"])),
-        energy_filter_on=r.as_bool(el.get(s["EFTEMOn"])),
-        energy_selection_slit_inserted=r.as_bool(el.get(s["EnergySelectionSlitInserted"])),
-        energy_selection_slit_width_ev=r.as_float(el.get(s["EnergySelectionSlitWidth"])),
-        phase_plate_used=r.as_bool(bag.get("PhasePlateUsed")),
-        electron_counting=r.as_bool(counting),
-        super_resolution_factor=r.as_int(super_resolution),
+        detector_commercial_name=as_str(commercial),
+        exposure_time_s=as_float(camera.get(_S_EXPOSURE)),
+        defocus_m=as_float(optics.get(_S_DEFOCUS)),
+        applied_defocus_m=as_float(bag.get("AppliedDefocus")),
+        dose_e_per_m2=as_float(bag.get("Dose")),
+        dose_on_camera_e_per_px=as_float(bag.get("DoseOnCamera")),
+        dose_rate=as_float(bag.get("DoseRate")),
+        stage_position=_stage(r, kids(md.get(_S_STAGE)).get(_S_POSITION)),
+        beam_shift=_vector(r, optics.get(_S_BEAM_SHIFT)),
+        image_shift=_vector(r, optics.get(_S_IMAGE_SHIFT)),
+        beam_tilt=_vector(r, optics.get(_S_BEAM_TILT)),
+        nominal_magnification=as_float(kids(optics.get(_S_TEM_MAG)).get(_S_NOMINAL_MAG)),
+        spot_index=r.as_int(optics.get(_S_SPOT)),
+        probe_mode=as_str(optics.get(_S_PROBE)),
+        acceleration_voltage_v=as_float(kids(md.get(_S_GUN)).get(_S_VOLTAGE)),
+        instrument_model=as_str(instrument.get(_S_INSTRUMENT_MODEL)),
+        instrument_id=as_str(instrument.get(_S_INSTRUMENT_ID)),
+        computer_name=as_str(instrument.get(_S_COMPUTER)),
+        software_name=as_str(core.get(_S_SOFTWARE)),
+        software_version=as_str(core.get(_S_SOFTWARE_VERSION)),
+        energy_filter_on=as_bool(optics.get(_S_EFTEM)),
+        energy_selection_slit_inserted=as_bool(energy_filter.get(_S_SLIT_IN)),
+        energy_selection_slit_width_ev=as_float(energy_filter.get(_S_SLIT_WIDTH)),
+        phase_plate_used=as_bool(bag.get("PhasePlateUsed")),
+        electron_counting=as_bool(camera_input.get("ElectronCountingEnabled")),
+        super_resolution_factor=r.as_int(camera_input.get("SuperResolutionFactor")),
         fractionation=fractionation,
-        frame_rate_hz=r.as_float(frame_rate),
+        frame_rate_hz=as_float(frame_rate),
         found_hole=found,
         custom_data=custom,
     )

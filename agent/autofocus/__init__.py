@@ -6,6 +6,7 @@
 
 from agent.autofocus.bench import OpticalBench
 from agent.autofocus.classical import parabola_vertex, sharpness
+from agent.autofocus.dataset import TrainingSpec, generate_samples
 from agent.autofocus.learned import (
     SHIPPED_WEIGHTS,
     Correction,
@@ -27,8 +28,10 @@ __all__ = [
     "FocusOps",
     "LearnedCorrector",
     "OpticalBench",
+    "TrainingSpec",
     "clip_correction",
     "combine_predictions",
+    "generate_samples",
     "parabola_vertex",
     "run_autofocus",
     "sharpness",

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
 from agent.autofocus.classical import sharpness, sweep
-from agent.autofocus.learned import Correction, LearnedCorrector, torch_available
+from agent.autofocus.learned import SHIPPED_WEIGHTS, Correction, LearnedCorrector, torch_available
 from agent.autofocus.models import AutofocusConfig, AutofocusError, AutofocusIteration, AutofocusResult
 from agent.autofocus.ops import FocusOps
 
@@ -134,12 +135,17 @@ def _classical_round(s: _Session, round_index: int, state: list[float]) -> Corre
 
 
 def _resolve_method(config: AutofocusConfig) -> str:
+    """'auto' means learned when torch and the weights are there, classical otherwise."""
     if config.method == "classical":
         return "classical"
-    if torch_available():
-        return "learned"
     if config.method == "learned":
-        raise AutofocusError("method 'learned' needs torch: install em-agent[autofocus]")
+        if not torch_available():
+            raise AutofocusError("method 'learned' needs torch: install em-agent[autofocus]")
+        return "learned"
+    weights = Path(config.weights_path) if config.weights_path else SHIPPED_WEIGHTS
+    if torch_available() and weights.is_file():
+        return "learned"
+    _log.info("autofocus: using the classical baseline (torch or weights %s unavailable)", weights)
     return "classical"
 
 

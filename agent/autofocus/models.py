@@ -32,7 +32,7 @@ class AutofocusConfig(BaseModel):
     pixel_size_nm: float = Field(10.0, gt=0, description="Pixel size of the focus images (DeepFocus: 10 nm).")
     image_size_px: int = Field(256, ge=64, le=4096, description="Square focus image side, pixels.")
     dwell_us: float = Field(1.0, gt=0, le=100, description="Pixel dwell time of the focus images, µs.")
-    n_patches: int = Field(9, ge=1, le=64, description="Patch pairs per image pair (DeepFocus n_consensus).")
+    n_patches: int = Field(16, ge=1, le=64, description="Patch pairs per image pair (DeepFocus n_consensus).")
     gain_wd: float = Field(1.0, gt=0, le=1.5, description="Fraction of the predicted WD correction applied.")
     gain_stig: float = Field(
         1.0, gt=0, le=1.5, description="Fraction of the predicted stigmator correction applied."
@@ -43,8 +43,9 @@ class AutofocusConfig(BaseModel):
     wd_tol_um: float = Field(
         1.0, gt=0, description="Converged when |predicted WD correction| is below this, µm."
     )
+    # 0.2 units = 2 µm line-focus separation (±1 µm line foci): the same focus spread as 1 µm of WD.
     stig_tol: float = Field(
-        0.15, gt=0, description="... and each |predicted stigmator correction| below this (units)."
+        0.2, gt=0, description="... and each |predicted stigmator correction| below this (units)."
     )
     max_wd_step_um: float = Field(
         60.0, gt=0, description="Safety cap on any single WD correction, µm (larger predictions are clipped)."

@@ -104,6 +104,8 @@ def save_roi(
         raise RoiError("ROI name must be 1-200 characters")
     if inter_level_delay_s < 0 or not math.isfinite(inter_level_delay_s):
         raise RoiError(f"inter_level_delay_s must be >= 0, got {inter_level_delay_s}")
+    if target_dir is not None:
+        import_cv2()  # writing PNGs needs OpenCV: fail before acquiring anything
     if target_dir is not None and (Path(target_dir) / "manifest.json").exists():
         raise RoiError(f"{Path(target_dir) / 'manifest.json'} already exists: choose another target_dir")
     imaging: AcquisitionLike = config if config is not None else RoiImaging()

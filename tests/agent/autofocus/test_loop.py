@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -148,3 +151,21 @@ def test_config_rejects_bad_values() -> None:
         AutofocusConfig(max_iters=0)
     with pytest.raises(ValueError):
         AutofocusConfig(unknown=1)  # type: ignore[call-arg]
+
+
+def test_auto_falls_back_to_classical_without_weights(tmp_path: Path) -> None:
+    cfg = AutofocusConfig(method="auto", max_iters=1, weights_path=str(tmp_path / "none.pt"), **FAST)
+    assert run_autofocus(OpticalBench(seed=7, wd_mm=5.0), cfg).method == "classical"
+    with pytest.raises(AutofocusError, match="weights file not found"):
+        run_autofocus(OpticalBench(), cfg.model_copy(update={"method": "learned"}))
+
+
+def test_package_imports_and_runs_without_torch() -> None:
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from agent.autofocus import AutofocusConfig, OpticalBench, run_autofocus\n"
+        "r = run_autofocus(OpticalBench(wd_mm=5.0), AutofocusConfig(max_iters=1, settle_s=0, image_size_px=128))\n"
+        "print(r.method)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "classical"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +86,18 @@ def test_load_errors_are_clear(tmp_path: Path) -> None:
     (good / "l0.png").unlink()
     with pytest.raises(RoiError, match="missing"):
         load_roi_from_fs(good)
+
+
+def test_package_imports_without_opencv_and_names_the_extra(tmp_path: Path) -> None:
+    target = tmp_path / "roi"
+    code = (
+        "import sys; sys.modules['cv2'] = None\n"
+        "from agent.roi import RoiError, StageBench, find_roi, RoiSpec, save_roi\n"
+        "try:\n"
+        f"    save_roi(StageBench(), 'x', RoiSpec(l0_fov_um=10), target_dir={str(target)!r})\n"
+        "except RoiError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert "em-agent[roi]" in out.stdout
+    assert not target.exists()
