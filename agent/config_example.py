@@ -25,7 +25,6 @@ HEADER = """\
 
 # Example values for keys without a usable default, so the example is a working configuration.
 EXAMPLES: dict[str, Any] = {
-    "session_id": "00000000-0000-0000-0000-000000000000",
     "ingest.watch_dir": "/data/epu",
     "state_dir": "/var/lib/em-agent",
 }
