@@ -186,6 +186,7 @@ def main() -> int:
     parser.add_argument("--methods", default="learned,classical")
     parser.add_argument("--path", choices=("direct", "sdk"), default="direct")
     parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--dwell-us", type=float, default=2.0, help="dwell of the focus images")
     parser.add_argument("--classical-iters", type=int, default=3, help="rounds of the classical baseline")
     # 0.2 units = 2 µm line-focus separation (±1 µm line foci): the same focus spread as the 1 µm WD criterion.
     parser.add_argument("--stig-tol", type=float, default=0.2, help="success tolerance per stigmator axis")
@@ -198,6 +199,7 @@ def main() -> int:
             method=method,
             settle_s=0.0,
             image_size_px=args.image_size,
+            dwell_us=args.dwell_us,
             max_iters=5 if method == "learned" else args.classical_iters,
         )
         trials = []

@@ -31,7 +31,9 @@ class AutofocusConfig(BaseModel):
     )
     pixel_size_nm: float = Field(10.0, gt=0, description="Pixel size of the focus images (DeepFocus: 10 nm).")
     image_size_px: int = Field(256, ge=64, le=4096, description="Square focus image side, pixels.")
-    dwell_us: float = Field(1.0, gt=0, le=100, description="Pixel dwell time of the focus images, µs.")
+    # 2 µs: a 256² frame still takes only ~0.15 s, and the lower shot noise lets the stop test pass one
+    # iteration earlier (at 1 µs ~7 % of runs need a fourth pair).
+    dwell_us: float = Field(2.0, gt=0, le=100, description="Pixel dwell time of the focus images, µs.")
     n_patches: int = Field(16, ge=1, le=64, description="Patch pairs per image pair (DeepFocus n_consensus).")
     gain_wd: float = Field(1.0, gt=0, le=1.5, description="Fraction of the predicted WD correction applied.")
     gain_stig: float = Field(
