@@ -10,14 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path, PurePath
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from converters._xml import (
     DEFAULT_MAX_BYTES,
-    I_NIL,
-    I_TYPE,
+    I_NIL_KEY,
+    I_TYPE_KEY,
     NS_AA,
     NS_ARR,
     NS_DRAW,
@@ -31,8 +31,6 @@ from converters._xml import (
     NS_SCR,
     NS_SO,
     NS_T,
-    Z_REF,
-    _I_NIL_B,
     Element,
     Reader,
     assembly_version,
@@ -51,8 +49,6 @@ from converters.models import (
     AtlasTileData,
     AtlasTileGridSquarePositionData,
     FoilHoleData,
-    FoundHole,
-    Fractionation,
     FractionsData,
     GridData,
     GridSquareData,
@@ -60,10 +56,15 @@ from converters.models import (
     MicrographData,
     SampleData,
     ScreeningSessionData,
-    StagePosition,
-    Vector2,
 )
-from converters.paths import EpuFileKind, EpuPath, PathMap, classify_path, locate_atlas, parse_micrograph_stem
+from converters.paths import (
+    _MICROGRAPH_STEM_RE,
+    EpuFileKind,
+    EpuPath,
+    PathMap,
+    classify_path,
+    locate_atlas,
+)
 
 # ------------------------------------------------------------------------------------------------------------
 # Results
@@ -402,25 +403,34 @@ _SCR_TAGS = {
 }
 
 
-def _stage(r: Reader, el: Element | None) -> StagePosition | None:
-    """``Position``-shaped element (``so:X/Y/Z/A/B``) -> :class:`StagePosition`."""
+# The helpers below return the field values of a nested value object (StagePosition, Vector2, FoundHole,
+# Fractionation) as a dict, which the model holding it validates: one pydantic call builds the whole tree, which
+# measured about twice as fast as constructing each nested model separately. Field sets are the same as
+# keyword construction would give (``model_fields_set`` included).
+Fields = dict[str, Any]
+_SO_X, _SO_Y, _SO_Z, _SO_A, _SO_B = (_SO[n] for n in ("X", "Y", "Z", "A", "B"))
+
+
+def _stage(r: Reader, el: Element | None) -> Fields | None:
+    """``Position``-shaped element (``so:X/Y/Z/A/B``) -> :class:`StagePosition` fields."""
     kids = r.kids(el)
     if not kids:
         return None
-    return StagePosition(
-        x_m=r.as_float(kids.get(_SO["X"])),
-        y_m=r.as_float(kids.get(_SO["Y"])),
-        z_m=r.as_float(kids.get(_SO["Z"])),
-        alpha_rad=r.as_float(kids.get(_SO["A"])),
-        beta_rad=r.as_float(kids.get(_SO["B"])),
-    )
+    as_float = r.as_float
+    return {
+        "x_m": as_float(kids.get(_SO_X)),
+        "y_m": as_float(kids.get(_SO_Y)),
+        "z_m": as_float(kids.get(_SO_Z)),
+        "alpha_rad": as_float(kids.get(_SO_A)),
+        "beta_rad": as_float(kids.get(_SO_B)),
+    }
 
 
-def _vector(r: Reader, el: Element | None) -> Vector2 | None:
-    """``ft:_x/_y`` vector."""
+def _vector(r: Reader, el: Element | None) -> Fields | None:
+    """``ft:_x/_y`` vector -> :class:`Vector2` fields (``None`` unless both are set)."""
     kids = r.kids(el)
     x, y = r.as_float(kids.get(_FT_X)), r.as_float(kids.get(_FT_Y))
-    return None if x is None or y is None else Vector2(x=x, y=y)
+    return None if x is None or y is None else {"x": x, "y": y}
 
 
 def _point(r: Reader, el: Element | None) -> tuple[float | None, float | None]:
@@ -435,19 +445,45 @@ def _size(r: Reader, el: Element | None) -> tuple[float | None, float | None]:
     return r.as_float(kids.get(_D_W)), r.as_float(kids.get(_D_H))
 
 
+def _rect(r: Reader, el: Element | None) -> tuple[float | None, float | None, float | None, float | None]:
+    """``draw:x/y/width/height`` of one element (``_point`` and ``_size`` with one children map)."""
+    kids = r.kids(el)
+    as_float = r.as_float
+    return (
+        as_float(kids.get(_D_X)),
+        as_float(kids.get(_D_Y)),
+        as_float(kids.get(_D_W)),
+        as_float(kids.get(_D_H)),
+    )
+
+
+_GAD_CENTER, _GAD_SIZE, _GAD_PHYSICAL, _GAD_ROTATION, _GAD_QUALITY = (
+    q(NS_GAD, n) for n in ("Center", "Size", "Physical", "Rotation", "Quality")
+)
+
+
 def _int_or_none(value: float | None) -> int | None:
     return None if value is None else round(value)
 
 
 def _type_of(value: Element) -> tuple[str | None, str]:
     """Resolve the ``i:type`` QName of a property-bag value: (namespace URI, local name)."""
-    raw = value.get(I_TYPE)
+    raw = value.get(I_TYPE_KEY)
     if not raw:
         return None, ""
     prefix, sep, local = raw.partition(":")
     if not sep:
         return value.nsmap.get(None), raw
     return value.nsmap.get(prefix), local
+
+
+def _type_local_name(value: Element) -> str:
+    """The local name of the ``i:type`` QName alone (``_type_of(value)[1]`` without building ``nsmap``)."""
+    raw = value.get(I_TYPE_KEY)
+    if not raw:
+        return ""
+    _, sep, local = raw.partition(":")
+    return local if sep else raw
 
 
 def _property_bag(r: Reader, el: Element | None) -> dict[str, Element]:
@@ -466,19 +502,17 @@ def _property_bag(r: Reader, el: Element | None) -> dict[str, Element]:
     has_refs = r.has_refs
     for entry in children(el):
         parts = children(entry)
-        if len(parts) == 2:
-            key_el, value = parts
-            if key_el.tag == _ARR_KEY and value.tag == _ARR_VALUE:
-                key = key_el.text
-            else:
-                key, value = _bag_entry(entry)
+        key: str | None
+        value: Element | None
+        if len(parts) == 2 and parts[0].tag == _ARR_KEY and parts[1].tag == _ARR_VALUE:
+            key, value = parts[0].text, parts[1]
         else:
             key, value = _bag_entry(entry)
         if key is None or value is None:
             continue
         if has_refs:
             value = r.deref(value)
-        if value.get(_I_NIL_B) == "true":
+        if value.get(I_NIL_KEY) == "true":
             continue
         out[key.strip()] = value
     return out
@@ -501,34 +535,34 @@ _FT_CENTER, _FT_SIZE, _FT_QUALITY, _FT_ROTATION, _FT_SHEAR = (
 _OMP_NUMBER, _OMP_DOSE_FRACTIONS = q(NS_OMP, "NumberOffractions"), q(NS_OMP, "DoseFractions")
 
 
-def _found_hole(r: Reader, value: Element) -> FoundHole:
-    """``Shape2D`` value of ``FindFoilHoleCenterResults``."""
+def _found_hole(r: Reader, value: Element) -> Fields:
+    """``Shape2D`` value of ``FindFoilHoleCenterResults`` -> :class:`FoundHole` fields."""
     kids = r.kids(value)
     cx, cy = _point(r, kids.get(_FT_CENTER))
     w, h = _size(r, kids.get(_FT_SIZE))
-    return FoundHole(
-        center_x_px=cx,
-        center_y_px=cy,
-        width_px=w,
-        height_px=h,
-        quality=r.as_float(kids.get(_FT_QUALITY)),
-        rotation_rad=r.as_float(kids.get(_FT_ROTATION)),
-        shear=r.as_float(kids.get(_FT_SHEAR)),
-    )
+    return {
+        "center_x_px": cx,
+        "center_y_px": cy,
+        "width_px": w,
+        "height_px": h,
+        "quality": r.as_float(kids.get(_FT_QUALITY)),
+        "rotation_rad": r.as_float(kids.get(_FT_ROTATION)),
+        "shear": r.as_float(kids.get(_FT_SHEAR)),
+    }
 
 
-def _fractionation(r: Reader, ns: str | None, local: str, value: Element) -> Fractionation:
-    """``FractionationSettings`` value -> :class:`Fractionation`."""
+def _fractionation(r: Reader, local: str, value: Element) -> Fields:
+    """``FractionationSettings`` value (``local``: its type's local name) -> :class:`Fractionation` fields."""
     kids = r.kids(value)
     if local == "EquidistantFractionation":
-        return Fractionation(kind="equidistant", number_of_fractions=r.as_int(kids.get(_OMP_NUMBER)))
+        return {"kind": "equidistant", "number_of_fractions": r.as_int(kids.get(_OMP_NUMBER))}
     if local == "VaridistantFractionation":
         fractions = kids.get(_OMP_DOSE_FRACTIONS)
         count = sum(1 for item in r.elements(fractions) if not r.is_nil(r.deref(item)))
-        return Fractionation(kind="varidistant", number_of_fractions=count)
+        return {"kind": "varidistant", "number_of_fractions": count}
     if local == "EerFractionation":
-        return Fractionation(kind="eer")
-    return Fractionation(kind=local or "unknown")
+        return {"kind": "eer"}
+    return {"kind": local or "unknown"}
 
 
 # Clark names of the MicroscopeImage members read below, bound to module constants once: the image reader runs
@@ -537,7 +571,8 @@ _S_CUSTOM, _S_UNIQUE_ID, _S_SPATIAL, _S_PIXEL, _S_NUMERIC, _S_X, _S_Y = (
     _SO[n] for n in ("CustomData", "uniqueID", "SpatialScale", "pixelSize", "numericValue", "x", "y")
 )
 _S_MICROSCOPE, _S_ACQUISITION, _S_CAMERA, _S_CORE, _S_GUN, _S_INSTRUMENT, _S_OPTICS, _S_STAGE = (
-    _SO[n] for n in ("microscopeData", "acquisition", "camera", "core", "gun", "instrument", "optics", "stage")
+    _SO[n]
+    for n in ("microscopeData", "acquisition", "camera", "core", "gun", "instrument", "optics", "stage")
 )
 _S_ACQ_TIME, _S_BINNING, _S_CAMERA_INPUT, _S_EXPOSURE, _S_NAME, _S_READOUT = (
     _SO[n]
@@ -600,15 +635,16 @@ def _image_metadata(r: Reader, root: Element) -> ImageMetadata:
     for key, value in bag.items():
         if not len(value):  # scalar entries only; structured ones are read below when known
             custom[key] = (value.text or "").strip()
-    found: FoundHole | None = None
+    found: Fields | None = None
     shape = bag.get("FindFoilHoleCenterResults")
     if shape is not None and _type_of(shape) == (NS_FT, "Shape2D"):
         found = _found_hole(r, shape)
     camera_input = _property_bag(r, camera.get(_S_CAMERA_INPUT))
-    fractionation: Fractionation | None = None
+    fractionation: Fields | None = None
     settings = camera_input.get("FractionationSettings")
     if settings is not None:
-        fractionation = _fractionation(r, *_type_of(settings), settings)
+        # Only the type's local name decides (resolving its namespace prefix costs an nsmap per image).
+        fractionation = _fractionation(r, _type_local_name(settings), settings)
 
     detector = as_str(camera.get(_S_NAME))
     commercial = bag.get("DetectorCommercialName")
@@ -926,7 +962,8 @@ def _parse_foilhole_image(r: Reader, info: EpuPath, path_map: PathMap | None) ->
 def _parse_micrograph(r: Reader, info: EpuPath, path_map: PathMap | None) -> ParsedMicrograph:
     image = _image_metadata(r, r.root)
     stem = info.micrograph_id or PurePath(info.path).stem
-    if info.foilhole_id is None or parse_micrograph_stem(stem) is None:
+    # The pattern of parse_micrograph_stem, without building the timestamp that is not used here.
+    if info.foilhole_id is None or _MICROGRAPH_STEM_RE.match(stem) is None:
         raise r.malformed(
             f"micrograph name {stem!r} does not match FoilHole_<id>_Data_<a>_<b>_<date>_<time>", r.root
         )
@@ -989,8 +1026,7 @@ def _atlas_from_session(
     for tile_el in r.list_items(atlas.get(g["TilesEfficient"])):
         tk = r.kids(tile_el)
         tile_id = r.require(tk.get(_T_ID), tile_el, _T_ID)
-        px, py = _point(r, tk.get(g["AtlasPixelPosition"]))
-        pw, ph = _size(r, tk.get(g["AtlasPixelPosition"]))
+        px, py, pw, ph = _rect(r, tk.get(g["AtlasPixelPosition"]))
         ref = r.kids(tk.get(g["TileImageReference"]))
         base = r.as_str(ref.get(_T_BASE))
         index = None
@@ -1006,18 +1042,17 @@ def _atlas_from_session(
                 continue
             nk = r.kids(node)
             where = r.kids(nk.get(g["PositionOnTheAtlas"]))
-            cx, cy = _point(r, where.get(q(NS_GAD, "Center")))
-            sw, sh = _size(r, where.get(q(NS_GAD, "Size")))
-            phys_x, phys_y = _point(r, where.get(q(NS_GAD, "Physical")))
-            phys_w, phys_h = _size(r, where.get(q(NS_GAD, "Physical")))
+            cx, cy = _point(r, where.get(_GAD_CENTER))
+            sw, sh = _size(r, where.get(_GAD_SIZE))
+            phys_x, phys_y, phys_w, phys_h = _rect(r, where.get(_GAD_PHYSICAL))
             tile_pos: tuple[float | None, float | None, float | None, float | None] = (None, None, None, None)
             for tp in r.list_items(nk.get(g["TilePositions"])):
                 tpk = r.kids(tp)
                 if r.as_str(tpk.get(g["TileId"])) == tile_id:
                     node_pos = r.kids(tpk.get(g["NodePosition"]))
                     tile_pos = (
-                        *_point(r, node_pos.get(q(NS_GAD, "Center"))),
-                        *_size(r, node_pos.get(q(NS_GAD, "Size"))),
+                        *_point(r, node_pos.get(_GAD_CENTER)),
+                        *_size(r, node_pos.get(_GAD_SIZE)),
                     )
                     break
             category = r.as_str(nk.get(g["Category"]))
@@ -1034,8 +1069,8 @@ def _atlas_from_session(
                     physical_y_m=phys_y,
                     physical_width_m=phys_w,
                     physical_height_m=phys_h,
-                    atlas_rotation_rad=r.as_float(where.get(q(NS_GAD, "Rotation"))),
-                    atlas_quality=r.as_float(where.get(q(NS_GAD, "Quality"))),
+                    atlas_rotation_rad=r.as_float(where.get(_GAD_ROTATION)),
+                    atlas_quality=r.as_float(where.get(_GAD_QUALITY)),
                     atlas_category=category,
                     atlas_stage_position=_stage(r, nk.get(g["StagePosition"])),
                     aligned_stage_position=_stage(r, nk.get(g["AlignedStagePosition"])),

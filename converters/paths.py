@@ -134,21 +134,56 @@ def parse_micrograph_stem(stem: str) -> tuple[str, str, str, datetime | None] | 
     return match[1], match[2], match[3], parse_name_timestamp(match[4], match[5])
 
 
-def _gridsquare_folder(parents: list[PurePath]) -> tuple[str | None, PurePath | None]:
-    """The ``GridSquare_<id>`` folder among the nearest three parents: (id, folder)."""
-    for parent in parents[:3]:
-        match = _GS_FOLDER_RE.match(parent.name)
+def _gridsquare_id(names: list[str], limit: int) -> str | None:
+    """The id of the ``GridSquare_<id>`` folder among the nearest ``limit`` parents."""
+    for name in names[:limit]:
+        match = _GS_FOLDER_RE.match(name)
         if match:
-            return match[1], parent
-    return None, None
-
-
-def _session_root_of_image(parents: list[PurePath]) -> str | None:
-    """The folder above ``Images-Disc<N>`` among the nearest four parents."""
-    for parent in parents[:4]:
-        if _DISC_FOLDER_RE.match(parent.name):
-            return str(parent.parent)
+            return match[1]
     return None
+
+
+def _session_root_of_image(names: list[str], parents: list[str]) -> str | None:
+    """The folder above ``Images-Disc<N>`` among the nearest four parents."""
+    for index, name in enumerate(names[:4]):
+        if _DISC_FOLDER_RE.match(name):
+            # index + 1 exists: the list holds at least five parents or ends with the root or "." (whose
+            # name, "", never matches).
+            return parents[index + 1]
+    return None
+
+
+def _plain_posix_parents(text: str) -> list[str] | None:
+    """``[str(p) for p in PurePosixPath(text).parents][:5]`` for a path that needs no normalisation, else None.
+
+    Five parents are all that classification reads (the ``Images-Disc<N>`` folder sits at most four levels
+    up, and its parent is the session folder).
+
+    Plain means no backslash (PureWindowsPath territory), no empty or ``.`` component and no trailing slash:
+    then every parent is a prefix of ``text`` cut at a ``/``, which string operations find several times
+    faster than pathlib (``classify_path`` runs for every file event of a watched folder).
+    """
+    if (
+        "\\" in text
+        or "//" in text
+        or "/./" in text
+        or text.startswith("./")
+        or text.endswith(("/", "/."))
+        or text in ("", ".")
+    ):
+        return None
+    parents: list[str] = []
+    head = text
+    while len(parents) < 5:
+        head, sep, _ = head.rpartition("/")
+        if not sep:
+            parents.append(".")
+            return parents
+        if not head:
+            parents.append("/")
+            return parents
+        parents.append(head)
+    return parents
 
 
 def classify_path(path: str | os.PathLike[str]) -> EpuPath | None:
@@ -159,10 +194,21 @@ def classify_path(path: str | os.PathLike[str]) -> EpuPath | None:
     ``_Fractions.xml`` is not mistaken for one; ``GridSquare_<id>.dm`` and ``GridSquare_<date>_<time>.xml``
     are told apart by extension and the two-field form.
     """
-    pure = _pure(path)
-    name = pure.name
     text = os.fspath(path)
-    parents = list(pure.parents)
+    plain = _plain_posix_parents(text) if os.sep == "/" and isinstance(text, str) else None
+    if plain is not None:
+        # Same answers as the pathlib branch below: a parent's name is what follows its last "/" ("" for the
+        # root and for ".").
+        name = text.rpartition("/")[2]
+        parents = plain
+        names = [("" if parent == "." else parent.rpartition("/")[2]) for parent in plain]
+        pure_parents: list[PurePath] | None = None
+    else:
+        pure = _pure(path)
+        name = pure.name
+        pure_parents = list(pure.parents)
+        parents = [str(parent) for parent in pure_parents]
+        names = [parent.name for parent in pure_parents]
     if not name:
         return None
     # Cheap first-character dispatch: most files in an EPU folder are micrographs, previews and fractions.
@@ -170,7 +216,6 @@ def classify_path(path: str | os.PathLike[str]) -> EpuPath | None:
     if first == "f":
         match = _MICROGRAPH_RE.match(name)
         if match:
-            gs_id, _ = _gridsquare_folder(parents)
             return EpuPath(
                 kind=EpuFileKind.MICROGRAPH,
                 path=text,
@@ -179,52 +224,48 @@ def classify_path(path: str | os.PathLike[str]) -> EpuPath | None:
                 setting_id=match[3],
                 micrograph_id=name[:-4],
                 timestamp=parse_name_timestamp(match[4], match[5]),
-                gridsquare_id=gs_id,
-                session_root=_session_root_of_image(parents),
+                gridsquare_id=_gridsquare_id(names, 3),
+                session_root=_session_root_of_image(names, parents),
             )
         match = _FRACTIONS_RE.match(name)
         if match:
-            gs_id, _ = _gridsquare_folder(parents)
             return EpuPath(
                 kind=EpuFileKind.FRACTIONS,
                 path=text,
                 micrograph_id=match[1],
                 foilhole_id=match[2],
-                gridsquare_id=gs_id,
-                session_root=_session_root_of_image(parents),
+                gridsquare_id=_gridsquare_id(names, 3),
+                session_root=_session_root_of_image(names, parents),
             )
         match = _FH_IMAGE_RE.match(name)
         if match:
-            gs_id, _ = _gridsquare_folder(parents)
             return EpuPath(
                 kind=EpuFileKind.FOILHOLE_IMAGE,
                 path=text,
                 foilhole_id=match[1],
                 timestamp=parse_name_timestamp(match[2], match[3]),
-                gridsquare_id=gs_id,
-                session_root=_session_root_of_image(parents),
+                gridsquare_id=_gridsquare_id(names, 3),
+                session_root=_session_root_of_image(names, parents),
             )
         return None
     if first == "g":
         match = _GS_DM_RE.match(name)
         if match:
-            parent = parents[0] if parents else None
-            root = str(parent.parent) if parent is not None and parent.name.lower() == "metadata" else None
+            root = parents[1] if len(parents) > 1 and names[0].lower() == "metadata" else None
             return EpuPath(
                 kind=EpuFileKind.GRIDSQUARE_METADATA, path=text, gridsquare_id=match[1], session_root=root
             )
         match = _GS_IMAGE_RE.match(name)
         if match:
-            gs_id, _ = _gridsquare_folder(parents[:1])
             return EpuPath(
                 kind=EpuFileKind.GRIDSQUARE_IMAGE,
                 path=text,
-                gridsquare_id=gs_id,
+                gridsquare_id=_gridsquare_id(names, 1),
                 timestamp=parse_name_timestamp(match[1], match[2]),
-                session_root=_session_root_of_image(parents),
+                session_root=_session_root_of_image(names, parents),
             )
         return None
-    parent_text = str(parents[0]) if parents else None
+    parent_text = parents[0] if parents else None
     if first == "t":
         match = _TILE_RE.match(name)
         if match:
@@ -248,7 +289,11 @@ def classify_path(path: str | os.PathLike[str]) -> EpuPath | None:
         return EpuPath(kind=EpuFileKind.SESSION, path=text, session_root=parent_text)
     if first == "s":
         if _SAMPLE_RE.match(name):
-            atlas_root = str(parents[0] / "Atlas") if parents else None
+            atlas_root: str | None
+            if pure_parents is None:
+                atlas_root = str(PurePosixPath(parents[0]) / "Atlas")
+            else:
+                atlas_root = str(pure_parents[0] / "Atlas") if pure_parents else None
             return EpuPath(kind=EpuFileKind.SAMPLE, path=text, atlas_root=atlas_root)
         if _SCREENING_RE.match(name):
             return EpuPath(kind=EpuFileKind.SCREENING_SESSION, path=text, atlas_root=parent_text)
