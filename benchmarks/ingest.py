@@ -115,7 +115,9 @@ def server_counts(url: str) -> dict[str, int]:
     return dict(httpx.get(f"{url}/testbed/counts", timeout=30).json())
 
 
-async def live(work: Path, rate: int, limit: int, parse_processes: int) -> dict[str, Any]:
+async def live(
+    work: Path, rate: int, limit: int, parse_processes: int, dump: Path | None = None
+) -> dict[str, Any]:
     source = work / "live_source"
     log("generating the live source session (medium) ...")
     generate(source, preset="medium", seed=4, previews=False)
@@ -174,6 +176,10 @@ async def live(work: Path, rate: int, limit: int, parse_processes: int) -> dict[
     finally:
         backend.terminate()
         backend.wait(10)
+    if dump is not None:
+        # Per micrograph: seconds since the copy started, latency (where was the time lost, if anywhere).
+        rows = sorted((t - start, confirmed[u] - t) for u, t in written.items() if u in confirmed)
+        await asyncio.to_thread(dump.write_text, "\n".join(f"{a:.3f} {b:.3f}" for a, b in rows) + "\n")
     lat = sorted(confirmed[u] - t for u, t in written.items() if u in confirmed)
     missing = len(written) - len(lat)
 
@@ -199,6 +205,9 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=200, help="live phase: files per second")
     parser.add_argument("--live-files", type=int, default=3000, help="live phase: files copied")
     parser.add_argument("--live-parse-processes", type=int, default=2, help="live phase: parser processes")
+    parser.add_argument(
+        "--latency-dump", type=Path, default=None, help="live phase: write 'time latency' rows"
+    )
     parser.add_argument("--skip-backlog", action="store_true")
     parser.add_argument("--skip-live", action="store_true")
     args = parser.parse_args()
@@ -208,7 +217,9 @@ def main() -> int:
         if not args.skip_backlog:
             result["backlog"] = backlog(work, args.preset)
         if not args.skip_live:
-            result["live"] = asyncio.run(live(work, args.rate, args.live_files, args.live_parse_processes))
+            result["live"] = asyncio.run(
+                live(work, args.rate, args.live_files, args.live_parse_processes, args.latency_dump)
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     b, lv = result.get("backlog"), result.get("live")

@@ -17,11 +17,13 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.ingest.config import IngestConfig
-from agent.ingest.service import IngestService
 from agent.state.database import Database, open_database
+
+if TYPE_CHECKING:
+    from agent.ingest.service import IngestService
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -95,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace, config: IngestConfig, settings: Any) -> int:
+    # Imported here, not at the top: parser processes (spawn) re-import this module as the main module and
+    # need none of the service's dependencies.
+    from agent.ingest.service import IngestService
+
     tmp: tempfile.TemporaryDirectory[str] | None = None
     client: Any = None
     if args.dry_run:

@@ -2,16 +2,57 @@
 
 ``IngestService(config, db, client)`` composes them (``start()`` / ``stop()``); ``em-agent ingest DIR --once``
 runs it as a backlog import.
+
+The names below are imported on first use (PEP 562): a parser process imports :mod:`agent.ingest.parsing`,
+and with it this package, and must not pay for the HTTP client, the watcher and the flusher it never uses.
 """
 
-from agent.ingest.config import IngestConfig
-from agent.ingest.entities import ContributionBuilder
-from agent.ingest.flusher import FlushMetrics, IngestClient, OutboxFlusher
-from agent.ingest.identity import EM_AGENT_NAMESPACE, EntityKind, acquisition_key, entity_uuid
-from agent.ingest.service import IngestMetrics, IngestService
-from agent.ingest.settle import Settler
-from agent.ingest.store import Contribution, FileRecord, IngestStore, OutboxItem
-from agent.ingest.watcher import FileWatcher, is_network_path, scan_tree
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.ingest.config import IngestConfig
+    from agent.ingest.entities import ContributionBuilder
+    from agent.ingest.flusher import FlushMetrics, IngestClient, OutboxFlusher
+    from agent.ingest.identity import EM_AGENT_NAMESPACE, EntityKind, acquisition_key, entity_uuid
+    from agent.ingest.service import IngestMetrics, IngestService
+    from agent.ingest.settle import Settler
+    from agent.ingest.store import Contribution, FileRecord, IngestStore, OutboxItem
+    from agent.ingest.watcher import FileWatcher, is_network_path, scan_tree
+
+_WHERE = {
+    "IngestConfig": "config",
+    "ContributionBuilder": "entities",
+    "FlushMetrics": "flusher",
+    "IngestClient": "flusher",
+    "OutboxFlusher": "flusher",
+    "EM_AGENT_NAMESPACE": "identity",
+    "EntityKind": "identity",
+    "acquisition_key": "identity",
+    "entity_uuid": "identity",
+    "IngestMetrics": "service",
+    "IngestService": "service",
+    "Settler": "settle",
+    "Contribution": "store",
+    "FileRecord": "store",
+    "IngestStore": "store",
+    "OutboxItem": "store",
+    "FileWatcher": "watcher",
+    "is_network_path": "watcher",
+    "scan_tree": "watcher",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
 
 __all__ = [
     "EM_AGENT_NAMESPACE",

@@ -54,6 +54,12 @@ class IngestConfig(BaseModel):
         description="Send nothing until the start-up scan is parsed: every entity of a backlog then goes out "
         "once, complete, in batches, instead of a create followed by updates (used by 'ingest --once').",
     )
+    parse_batch: int = Field(
+        default=32,
+        ge=1,
+        description="Most files sent to a parser in one round trip (what is ready is spread over the parsers "
+        "first, so a live trickle is not held back waiting for a full batch).",
+    )
     commit_batch: int = Field(
         default=256, ge=1, description="Most parsed files written to the state database in one transaction."
     )

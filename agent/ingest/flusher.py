@@ -1,9 +1,10 @@
 """The outbox flusher: sends dirty entities to the backend, parents first, batched, bounded, idempotent.
 
-Each round reads the sendable rows (due, parent confirmed by the backend) in send order and, kind by kind, posts
-them: grid squares through the batch endpoint (one request per grid), foil holes in one request per grid square,
-micrographs through the testbed's batch extension (falling back to single posts on a backend without it),
-everything else one by one. Requests run concurrently up to ``flush_concurrency``.
+Each round reads the sendable rows (due, parent confirmed by the backend) in send order and posts them, all kinds
+at once (a row is sendable only when its parent is confirmed, so no row of a round depends on another): grid
+squares through the batch endpoint (one request per grid), foil holes in one request per grid square, micrographs
+through the testbed's batch extension (falling back to single posts on a backend without it), everything else one
+by one. Requests run concurrently up to ``flush_concurrency``.
 
 Idempotence comes from the deterministic UUIDs: a create the backend already holds is answered with 409 (strict
 backends) or 500 (SmartEM's unhandled integrity error); the flusher then confirms the entity exists (a GET after a
@@ -205,23 +206,30 @@ class OutboxFlusher:
         by_kind: dict[EntityKind, list[OutboxItem]] = defaultdict(list)
         for item in items:
             by_kind[item.kind].append(item)
-        confirmed = 0
+        # Every row returned is sendable on its own (its parent is already confirmed), so the kinds need not
+        # wait for each other: a storm of single updates (e.g. the atlas refining every grid square) must not
+        # hold back the micrographs behind it. Creates are started first, parents' kinds first, because they
+        # unblock children in the next round; the semaphore admits waiters in that order.
+        ops: list[Awaitable[int]] = []
         for kind in sorted(by_kind, key=SEND_ORDER.__getitem__):
-            group = by_kind[kind]
-            ops: list[Awaitable[int]] = [self._send_update(i) for i in group if i.created]
-            creates = [i for i in group if not i.created]
-            ops.extend(self._create_ops(kind, creates))
-            results = await asyncio.gather(*ops, return_exceptions=True)
-            unavailable: BaseException | None = None
-            for res in results:
-                if isinstance(res, _Unavailable):
-                    unavailable = res
-                elif isinstance(res, BaseException):
-                    raise res
-                else:
-                    confirmed += res
-            if unavailable is not None:
-                raise unavailable
+            ops.extend(self._create_ops(kind, [i for i in by_kind[kind] if not i.created]))
+        for kind in sorted(by_kind, key=SEND_ORDER.__getitem__):
+            ops.extend(self._send_update(i) for i in by_kind[kind] if i.created)
+        results = await asyncio.gather(*ops, return_exceptions=True)
+        confirmed = 0
+        unavailable: BaseException | None = None
+        failure: BaseException | None = None
+        for res in results:
+            if isinstance(res, _Unavailable):
+                unavailable = res
+            elif isinstance(res, BaseException):
+                failure = failure or res
+            else:
+                confirmed += res
+        if failure is not None:
+            raise failure
+        if unavailable is not None:
+            raise unavailable
         if self.metrics.unavailable_since is not None:
             log.info("ingest.backend_available", extra={"event": "ingest.backend_available"})
             self.metrics.unavailable_since = None

@@ -22,10 +22,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import hashlib
 import logging
 import multiprocessing
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -36,84 +34,15 @@ from typing import Any
 from agent.ingest.config import IngestConfig
 from agent.ingest.entities import ContributionBuilder, norm_path
 from agent.ingest.flusher import IngestClient, OutboxFlusher
+from agent.ingest.parsing import Outcome, ParseBatch, ParseJob, Ready, parse_batch, parse_jobs, warm_up
 from agent.ingest.settle import Settler
-from agent.ingest.store import Contribution, FileRecord, IngestStore, OutboxItem
+from agent.ingest.store import Contribution, IngestStore, OutboxItem
 from agent.ingest.watcher import FileWatcher
 from agent.state.database import Database
-from converters.errors import ConverterError, IncompleteFileError
-from converters.parse import ParsedAtlas, ParsedSession, parse_bytes
-from converters.paths import EpuPath, PathMap, classify_path
+from converters.parse import ParsedAtlas
+from converters.paths import PathMap, classify_path
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class _Outcome:
-    """What processing one path produced (computed in a worker thread, committed by the committer)."""
-
-    path: str
-    info: EpuPath | None = None
-    record: FileRecord | None = None
-    contributions: list[Contribution] = field(default_factory=list)
-    atlas: ParsedAtlas | None = None
-    atlas_claim: tuple[str, str] | None = None  # (acquisition key, normalised atlas path)
-    incomplete: bool = False
-    skipped: bool = False
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _ParseJob:
-    """What a parser (thread or worker process) needs to process one path; picklable."""
-
-    path: str
-    previous_hash: str | None
-    watch_root: str
-    skip_near_grid_bar_holes: bool
-    path_map: dict[str, str]
-    max_bytes: int
-
-
-def parse_job(
-    job: _ParseJob, builder: ContributionBuilder | None = None, path_map: PathMap | None = None
-) -> _Outcome:
-    """Read, hash and parse one file into contributions (module level so worker processes can run it)."""
-    path = job.path
-    info = classify_path(path)
-    if info is None:
-        return _Outcome(path=path, skipped=True)
-    if builder is None:
-        builder = ContributionBuilder(
-            Path(job.watch_root), skip_near_grid_bar_holes=job.skip_near_grid_bar_holes
-        )
-        path_map = PathMap(job.path_map) if job.path_map else None
-    try:
-        with open(path, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            data = fh.read(job.max_bytes + 1)
-    except FileNotFoundError:
-        return _Outcome(path=path, info=info, skipped=True)
-    digest = hashlib.sha256(data).hexdigest()
-    record = FileRecord(path, info.kind.value, st.st_size, st.st_mtime_ns, digest, "done")
-    if job.previous_hash == digest:
-        return _Outcome(path=path, info=info, record=record, skipped=True)
-    try:
-        parsed = parse_bytes(data, info, path_map=path_map, max_bytes=job.max_bytes)
-    except IncompleteFileError as exc:
-        return _Outcome(path=path, info=info, incomplete=True, error=str(exc))
-    except ConverterError as exc:
-        failed = FileRecord(path, info.kind.value, st.st_size, st.st_mtime_ns, digest, "failed", str(exc))
-        return _Outcome(path=path, info=info, record=failed, error=str(exc))
-    outcome = _Outcome(path=path, info=info, record=record)
-    if isinstance(parsed, ParsedAtlas):
-        outcome.atlas = parsed
-        return outcome
-    outcome.contributions = builder.contributions_for(parsed)
-    if isinstance(parsed, ParsedSession) and parsed.grid.atlas_local_path:
-        acq = builder.acq_key(parsed.acquisition.session_root or info.session_root)
-        if acq is not None:
-            outcome.atlas_claim = (acq, norm_path(parsed.grid.atlas_local_path))
-    return outcome
 
 
 @dataclass(slots=True)
@@ -173,10 +102,10 @@ class IngestService:
             mode=config.observer,
             poll_interval_s=config.poll_interval_s,
         )
-        self._parse_queue: asyncio.Queue[str] = asyncio.Queue(
-            maxsize=(config.parse_workers + config.parse_processes) * 4
-        )
-        self._commit_queue: asyncio.Queue[_Outcome] = asyncio.Queue(maxsize=config.commit_batch * 2)
+        # Enough batches in flight to keep every worker process busy while results are committed.
+        self._parse_tasks = config.parse_workers + 2 * config.parse_processes
+        self._parse_queue: asyncio.Queue[list[Ready]] = asyncio.Queue(maxsize=self._parse_tasks)
+        self._commit_queue: asyncio.Queue[list[Outcome]] = asyncio.Queue(maxsize=2 * self._parse_tasks)
         self._inflight: set[str] = set()
         self._again: set[str] = set()
         self._spill_buffer: list[str] = []
@@ -200,15 +129,12 @@ class IngestService:
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 self.config.parse_processes, mp_context=multiprocessing.get_context("spawn")
             )
+            await self._warm_pool(self._pool)
         await self.watcher.start()
         spawn = asyncio.create_task
         self._tasks = [
             spawn(self._settle_loop(), name="ingest-settle"),
-            *(
-                spawn(self._parse_worker(), name=f"ingest-parse-{i}")
-                # Enough tasks in flight to keep every worker process busy while results are committed.
-                for i in range(self.config.parse_workers + 2 * self.config.parse_processes)
-            ),
+            *(spawn(self._parse_worker(), name=f"ingest-parse-{i}") for i in range(self._parse_tasks)),
             spawn(self._commit_loop(), name="ingest-commit"),
             spawn(self._status_loop(), name="ingest-status"),
             spawn(self._scan(), name="ingest-scan"),
@@ -216,6 +142,22 @@ class IngestService:
         if self.flusher is not None:
             self._tasks.append(spawn(self._run_flusher(self.flusher), name="ingest-flush"))
         log.info("ingest.started", extra={"event": "ingest.started", "watch_dir": str(self.config.watch_dir)})
+
+    async def _warm_pool(self, pool: concurrent.futures.ProcessPoolExecutor) -> None:
+        """Start every parser process now: spawning one takes a second or more (imports), which would otherwise
+        delay the first files of a live session. Submitted together, each task needs a process of its own."""
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.gather(
+                *(loop.run_in_executor(pool, warm_up) for _ in range(self.config.parse_processes))
+            )
+        except (concurrent.futures.BrokenExecutor, RuntimeError, OSError) as exc:
+            # Worker processes cannot run here (e.g. a frozen app without freeze_support): use threads.
+            log.warning(
+                "ingest.parse_pool_failed", extra={"event": "ingest.parse_pool_failed", "error": str(exc)}
+            )
+            self._pool = None
+            pool.shutdown(wait=False, cancel_futures=True)
 
     async def stop(self) -> None:
         """Stop watching, let parsed work reach the database, flush what the backend takes within the bound."""
@@ -301,12 +243,19 @@ class IngestService:
                 for path in back:
                     if not self.settler.offer(path):
                         self._spill_buffer.append(path)
-            for path in self.settler.poll(limit=self._parse_queue.maxsize * 8):
+            ready: list[Ready] = []
+            for item in self.settler.poll_stat(limit=self.config.parse_batch * self._parse_tasks):
+                path = item[0]
                 if path in self._inflight:
                     self._again.add(path)
                     continue
                 self._inflight.add(path)
-                await self._parse_queue.put(path)
+                ready.append(item)
+            # Spread what is ready over the parsers (latency of a live trickle), in batches of at most
+            # parse_batch paths (throughput of a backlog).
+            size = min(self.config.parse_batch, max(1, -(-len(ready) // self._parse_tasks)))
+            for i in range(0, len(ready), size):
+                await self._parse_queue.put(ready[i : i + size])
             self._changed.set()
             await self.settler.wait(0.2 if self._spilled or self._spill_buffer else 1.0)
 
@@ -314,47 +263,51 @@ class IngestService:
 
     async def _parse_worker(self) -> None:
         while True:
-            path = await self._parse_queue.get()
+            ready = await self._parse_queue.get()
             try:
-                outcome = await self._process_async(path)
-            except Exception as exc:  # never lose the path: report and retry later
-                log.exception("ingest.process_failed", extra={"event": "ingest.process_failed", "path": path})
-                outcome = _Outcome(path=path, incomplete=True, error=f"{type(exc).__name__}: {exc}")
-            await self._commit_queue.put(outcome)
+                outcomes = await self._process_batch(ready)
+            except Exception as exc:  # never lose a path: report and retry later
+                log.exception("ingest.process_failed", extra={"event": "ingest.process_failed"})
+                error = f"{type(exc).__name__}: {exc}"
+                outcomes = [Outcome(path=path, incomplete=True, error=error) for path, _, _ in ready]
+            await self._commit_queue.put(outcomes)
 
-    def _prepare(self, path: str) -> tuple[_Outcome | None, str | None]:
-        """Cheap checks before parsing (worker thread): gone, or unchanged by size and mtime.
+    def _prepare(self, ready: Sequence[Ready]) -> tuple[list[Outcome], list[ParseJob]]:
+        """Cheap checks before parsing (worker thread): files unchanged by size and mtime need no parse.
 
-        Returns ``(outcome, None)`` when there is nothing to parse, else ``(None, previous content hash)``.
+        Returns the outcomes of the files with nothing to parse and the jobs of the others (with the content
+        hash of their last processed version). One query serves the whole batch.
         """
-        info = classify_path(path)
-        if info is None:
-            return _Outcome(path=path, skipped=True), None
-        try:
-            st = Path(path).stat()
-        except FileNotFoundError:
-            return _Outcome(path=path, info=info, skipped=True), None  # gone; a rename reports the new name
-        previous = self.store.file_record(path)
-        if previous is not None and previous[:2] == (st.st_size, st.st_mtime_ns) and previous[3] == "done":
-            return _Outcome(path=path, info=info, skipped=True), None
-        return None, None if previous is None else previous[2]
+        records = self.store.file_records([path for path, _, _ in ready])
+        done: list[Outcome] = []
+        jobs: list[ParseJob] = []
+        for path, size, mtime_ns in ready:
+            info = classify_path(path)
+            if info is None:
+                done.append(Outcome(path=path, skipped=True))
+                continue
+            previous = records.get(path)
+            if previous is not None and previous[:2] == (size, mtime_ns) and previous[3] == "done":
+                done.append(Outcome(path=path, info=info, skipped=True))
+                continue
+            jobs.append(ParseJob(path, None if previous is None else previous[2]))
+        return done, jobs
 
-    async def _process_async(self, path: str) -> _Outcome:
-        early, previous_hash = await asyncio.to_thread(self._prepare, path)
-        if early is not None:
-            return early
-        job = _ParseJob(
-            path=path,
-            previous_hash=previous_hash,
-            watch_root=str(self.config.watch_dir),
-            skip_near_grid_bar_holes=self.config.skip_near_grid_bar_holes,
-            path_map={k: str(v) for k, v in self.config.path_map.items()},
-            max_bytes=self.config.max_file_bytes,
-        )
+    async def _process_batch(self, ready: Sequence[Ready]) -> list[Outcome]:
+        outcomes, jobs = await asyncio.to_thread(self._prepare, ready)
+        if not jobs:
+            return outcomes
         if self._pool is not None:
+            batch = ParseBatch(
+                jobs=tuple(jobs),
+                watch_root=str(self.config.watch_dir),
+                skip_near_grid_bar_holes=self.config.skip_near_grid_bar_holes,
+                path_map=tuple(sorted((k, str(v)) for k, v in self.config.path_map.items())),
+                max_bytes=self.config.max_file_bytes,
+            )
             loop = asyncio.get_running_loop()
             try:
-                return await loop.run_in_executor(self._pool, parse_job, job)
+                return outcomes + await loop.run_in_executor(self._pool, parse_batch, batch)
             except (concurrent.futures.BrokenExecutor, RuntimeError) as exc:
                 # Worker processes cannot run here (e.g. a frozen app without freeze_support): use threads.
                 log.warning(
@@ -363,15 +316,18 @@ class IngestService:
                 pool, self._pool = self._pool, None
                 if pool is not None:
                     pool.shutdown(wait=False, cancel_futures=True)
-        return await asyncio.to_thread(parse_job, job, self.builder, self.path_map)
+        parsed = await asyncio.to_thread(
+            parse_jobs, jobs, self.builder, self.path_map, self.config.max_file_bytes
+        )
+        return outcomes + parsed
 
     # ------------------------------------------------------------------ committing
 
     async def _commit_loop(self) -> None:
         while True:
-            batch = [await self._commit_queue.get()]
+            batch = await self._commit_queue.get()
             while len(batch) < self.config.commit_batch and not self._commit_queue.empty():
-                batch.append(self._commit_queue.get_nowait())
+                batch.extend(self._commit_queue.get_nowait())
             try:
                 fetch = await asyncio.to_thread(self._commit, batch)
             except Exception as exc:
@@ -390,16 +346,20 @@ class IngestService:
                 self.flusher.wake()
             self._changed.set()
 
-    def _commit(self, batch: Sequence[_Outcome]) -> list[str]:
-        """Write one batch in one transaction; returns atlas files to read that nobody watches."""
+    def _commit(self, batch: Sequence[Outcome]) -> list[str]:
+        """Write one batch in one transaction; returns atlas files to read that nobody watches.
+
+        The contributions of every file in the batch are merged in one pass (in file order, so the result is
+        the same as applying the files one by one), which reads and writes each entity once per batch.
+        """
         now = time.time()
         fetch: list[str] = []
         render = self.builder.renderer
         with self.db.transaction() as conn:
+            IngestStore.record_files(conn, [o.record for o in batch if o.record is not None], now)
+            contributions: list[Contribution] = []
             for outcome in batch:
-                if outcome.record is not None:
-                    IngestStore.record_file(conn, outcome.record, now)
-                contributions = list(outcome.contributions)
+                contributions.extend(outcome.contributions)
                 if outcome.atlas is not None:
                     key = norm_path(outcome.atlas.atlas.atlas_path or outcome.path)
                     for acq in IngestStore.store_atlas(conn, key, outcome.atlas.model_dump_json(), now):
@@ -412,13 +372,13 @@ class IngestService:
                         contributions.extend(self.builder.atlas_contributions(acq, atlas))
                     elif Path(atlas_path).is_file():
                         fetch.append(atlas_path)
-                if contributions:
-                    result = IngestStore.apply_contributions(conn, contributions, now, render)
-                    self.metrics.entities_enqueued += result.enqueued
+            if contributions:
+                result = IngestStore.apply_contributions(conn, contributions, now, render)
+                self.metrics.entities_enqueued += result.enqueued
         self.metrics.commits += 1
         return fetch
 
-    def _after_commit(self, outcome: _Outcome) -> None:
+    def _after_commit(self, outcome: Outcome) -> None:
         path = outcome.path
         self._inflight.discard(path)
         if outcome.incomplete:
@@ -488,6 +448,12 @@ class IngestService:
         while deadline is None or time.monotonic() < deadline:
             self._changed.clear()
             busy = self.pipeline_busy()
+            if busy:
+                # Nothing to decide until the files are processed; counting the outbox (a full scan of the
+                # table) on every commit of a backlog would only compete with the committer.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), 0.1)
+                continue
             depth = await asyncio.to_thread(self.store.outbox_depth)
             if not busy and depth == 0 and not self.settler.retrying:
                 return True

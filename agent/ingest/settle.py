@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 
 @dataclass(slots=True)
@@ -119,15 +119,23 @@ class Settler:
 
     def poll(self, limit: int = 1000) -> list[str]:
         """Paths that are settled now (removed from the settler); reschedules the ones still changing."""
+        return [path for path, _size, _mtime in self.poll_stat(limit)]
+
+    def poll_stat(self, limit: int = 1000) -> list[tuple[str, int, int]]:
+        """:meth:`poll` with the ``(path, size, mtime_ns)`` observed when each path settled.
+
+        The caller can compare that observation with the last processed version without a second ``stat``.
+        """
         now = self._clock()
-        ready: list[str] = []
+        wall = self._wall()
+        ready: list[tuple[str, int, int]] = []
         while self._heap and self._heap[0][0] <= now and len(ready) < limit:
             due, _, path = heapq.heappop(self._heap)
             entry = self._entries.get(path)
             if entry is None or entry.due != due:
                 continue  # superseded timer
             try:
-                st = Path(path).stat()
+                st = os.stat(path)  # noqa: PTH116 - no Path object per poll on the hot path
             except FileNotFoundError:
                 # Deleted or renamed away; a rename brings its own event for the new name.
                 self.forget(path)
@@ -136,11 +144,11 @@ class Settler:
                 entry.due = now + max(self.settle_time_s, self.retry_initial_s)
                 self._push(path, entry.due)
                 continue
-            age = self._wall() - st.st_mtime_ns / 1e9
+            age = wall - st.st_mtime_ns / 1e9
             same = entry.size == st.st_size and entry.mtime_ns == st.st_mtime_ns
             if (same or entry.size is None) and age >= self.settle_time_s:
                 del self._entries[path]
-                ready.append(path)
+                ready.append((path, st.st_size, st.st_mtime_ns))
                 continue
             entry.size, entry.mtime_ns = st.st_size, st.st_mtime_ns
             # Look again once the file would be settle_time old if it does not change meanwhile.

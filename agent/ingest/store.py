@@ -16,7 +16,7 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +88,22 @@ CREATE TABLE IF NOT EXISTS ingest_spill (
     added_at REAL NOT NULL
 )
 """
+
+
+_RECORD_FILE_SQL = (
+    "INSERT INTO ingest_files(path, kind, size, mtime_ns, content_hash, status, error, updated_at) "
+    "VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(path) DO UPDATE SET kind=excluded.kind, size=excluded.size, "
+    "mtime_ns=excluded.mtime_ns, content_hash=excluded.content_hash, status=excluded.status, "
+    "error=excluded.error, updated_at=excluded.updated_at"
+)
+
+#: Most values bound in one ``IN (...)`` list (SQLite's default limit on bound parameters is 999 on old builds).
+_IN_CHUNK = 500
+
+
+def _chunked(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def payload_hash(payload: dict[str, Any]) -> str:
@@ -191,8 +207,7 @@ class IngestStore:
         """:meth:`file_record` for many paths at once."""
         out: dict[str, tuple[int, int, str, str]] = {}
         with self.db.read() as conn:
-            for start in range(0, len(paths), 500):
-                chunk = list(paths[start : start + 500])
+            for chunk in _chunked(paths, _IN_CHUNK):
                 marks = ",".join("?" * len(chunk))
                 for row in conn.execute(
                     f"SELECT path, size, mtime_ns, content_hash, status FROM ingest_files WHERE path IN ({marks})",
@@ -205,12 +220,21 @@ class IngestStore:
     def record_file(conn: sqlite3.Connection, rec: FileRecord, now: float) -> None:
         """Record the processed version of one file (inside the caller's transaction)."""
         conn.execute(
-            "INSERT INTO ingest_files(path, kind, size, mtime_ns, content_hash, status, error, updated_at) "
-            "VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(path) DO UPDATE SET kind=excluded.kind, size=excluded.size, "
-            "mtime_ns=excluded.mtime_ns, content_hash=excluded.content_hash, status=excluded.status, "
-            "error=excluded.error, updated_at=excluded.updated_at",
+            _RECORD_FILE_SQL,
             (rec.path, rec.kind, rec.size, rec.mtime_ns, rec.content_hash, rec.status, rec.error, now),
         )
+
+    @staticmethod
+    def record_files(conn: sqlite3.Connection, records: Sequence[FileRecord], now: float) -> None:
+        """:meth:`record_file` for many files in one statement (inside the caller's transaction)."""
+        if records:
+            conn.executemany(
+                _RECORD_FILE_SQL,
+                [
+                    (r.path, r.kind, r.size, r.mtime_ns, r.content_hash, r.status, r.error, now)
+                    for r in records
+                ],
+            )
 
     # ---------------------------------------------------------- contributions
 
@@ -220,47 +244,78 @@ class IngestStore:
     ) -> ApplyResult:
         """Merge contributions into entities and enqueue every entity whose rendered payload changed.
 
-        Runs inside the caller's transaction so that a file's record and its outbox rows commit together.
+        Runs inside the caller's transaction so that a file's record and its outbox rows commit together. The
+        contributions are applied in order (a later one for the same entity and source replaces an earlier one
+        unless its ``order_key`` is older), exactly as if applied one by one, but the database is read once per
+        chunk of entities and written with ``executemany``: a backlog commit touches thousands of entities.
         """
         result = ApplyResult()
+        contributions = list(contributions)
+        if not contributions:
+            return result
+        uuids = list(dict.fromkeys(c.uuid for c in contributions))
+        # Every stored source of every entity concerned: (rank, order_key, fields dict or JSON text).
+        sources: dict[str, dict[str, tuple[int, str, dict[str, Any] | str]]] = {u: {} for u in uuids}
+        entities: dict[str, tuple[str, str | None, int, int]] = {}
+        for chunk in _chunked(uuids, _IN_CHUNK):
+            marks = ",".join("?" * len(chunk))
+            for uuid, source, rank, order_key, fields_text in conn.execute(
+                f"SELECT uuid, source, rank, order_key, fields FROM ingest_contributions WHERE uuid IN ({marks})",
+                chunk,
+            ):
+                sources[uuid][source] = (int(rank), str(order_key), str(fields_text))
+            for uuid, p_hash, confirmed, skipped, ready in conn.execute(
+                "SELECT uuid, payload_hash, confirmed_hash, skipped, ready FROM ingest_entities "
+                f"WHERE uuid IN ({marks})",
+                chunk,
+            ):
+                entities[uuid] = (str(p_hash), confirmed, int(skipped), int(ready))
         meta: dict[str, Contribution] = {}
         primary: set[str] = set()
+        upserts: dict[tuple[str, str], tuple[str, str, int, str, str]] = {}
         for c in contributions:
-            row = conn.execute(
-                "SELECT order_key FROM ingest_contributions WHERE uuid = ? AND source = ?", (c.uuid, c.source)
-            ).fetchone()
-            if row is not None and str(row[0]) > c.order_key:
+            held = sources[c.uuid].get(c.source)
+            if held is not None and held[1] > c.order_key:
                 continue  # an older version of this source (e.g. the earlier of two foil-hole images)
-            conn.execute(
-                "INSERT INTO ingest_contributions(uuid, source, rank, order_key, fields) VALUES(?,?,?,?,?) "
-                "ON CONFLICT(uuid, source) DO UPDATE SET rank=excluded.rank, "
-                "order_key=excluded.order_key, fields=excluded.fields",
-                (c.uuid, c.source, c.rank, c.order_key, json.dumps(c.fields, sort_keys=True)),
+            sources[c.uuid][c.source] = (c.rank, c.order_key, c.fields)
+            upserts[(c.uuid, c.source)] = (
+                c.uuid,
+                c.source,
+                c.rank,
+                c.order_key,
+                json.dumps(c.fields, sort_keys=True),
             )
             if c.primary:
                 primary.add(c.uuid)
             prev = meta.get(c.uuid)
             if prev is None or (c.parent_uuid is not None and prev.parent_uuid is None):
                 meta[c.uuid] = c
+        if upserts:
+            conn.executemany(
+                "INSERT INTO ingest_contributions(uuid, source, rank, order_key, fields) VALUES(?,?,?,?,?) "
+                "ON CONFLICT(uuid, source) DO UPDATE SET rank=excluded.rank, "
+                "order_key=excluded.order_key, fields=excluded.fields",
+                list(upserts.values()),
+            )
+        inserts: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
+        enqueue: list[tuple[Any, ...]] = []
+        unqueue: list[tuple[str]] = []
         for uuid, c in meta.items():
             merged: dict[str, Any] = {}
-            for (fields_text,) in conn.execute(
-                "SELECT fields FROM ingest_contributions WHERE uuid = ? ORDER BY rank, order_key", (uuid,)
+            # Rank order, then version, then source name: deterministic whatever order the rows were stored in.
+            for _source, (_rank, _order, fields) in sorted(
+                sources[uuid].items(), key=lambda kv: (kv[1][0], kv[1][1], kv[0])
             ):
-                merged.update(json.loads(fields_text))
+                merged.update(json.loads(fields) if isinstance(fields, str) else fields)
             payload, skip = render(c.kind, merged)
-            new_hash = payload_hash(payload)
-            text = json.dumps(payload, sort_keys=True)
-            row = conn.execute(
-                "SELECT payload_hash, confirmed_hash, skipped, ready FROM ingest_entities WHERE uuid = ?",
-                (uuid,),
-            ).fetchone()
+            # One serialisation serves as the stored text and as the input of the hash (see payload_hash).
+            text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+            new_hash = hashlib.sha256(text.encode()).hexdigest()
+            row = entities.get(uuid)
             ready = uuid in primary or (row is not None and bool(row[3]))
             if row is None:
-                conn.execute(
-                    "INSERT INTO ingest_entities(uuid, kind, acquisition_key, natural_id, parent_uuid, "
-                    "payload, payload_hash, skipped, ready, first_seen, updated_at) "
-                    "VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+                inserts.append(
                     (
                         uuid,
                         c.kind.value,
@@ -273,30 +328,42 @@ class IngestStore:
                         int(ready),
                         now,
                         now,
-                    ),
+                    )
                 )
                 confirmed = None
             else:
                 if row[0] == new_hash and bool(row[2]) == skip and bool(row[3]) == ready:
                     result.unchanged += 1
                     continue
-                conn.execute(
-                    "UPDATE ingest_entities SET payload=?, payload_hash=?, skipped=?, ready=?, "
-                    "parent_uuid=COALESCE(parent_uuid, ?), updated_at=? WHERE uuid=?",
-                    (text, new_hash, int(skip), int(ready), c.parent_uuid, now, uuid),
-                )
+                updates.append((text, new_hash, int(skip), int(ready), c.parent_uuid, now, uuid))
                 confirmed = row[1]
             result.touched.add(uuid)
             if skip or not ready or confirmed == new_hash:
-                if skip:
-                    conn.execute("DELETE FROM ingest_outbox WHERE uuid = ?", (uuid,))
+                if skip and row is not None:
+                    unqueue.append((uuid,))
                 continue
-            conn.execute(
+            enqueue.append((uuid, c.kind.value, SEND_ORDER[c.kind], now))
+            result.enqueued += 1
+        if inserts:
+            conn.executemany(
+                "INSERT INTO ingest_entities(uuid, kind, acquisition_key, natural_id, parent_uuid, "
+                "payload, payload_hash, skipped, ready, first_seen, updated_at) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+                inserts,
+            )
+        if updates:
+            conn.executemany(
+                "UPDATE ingest_entities SET payload=?, payload_hash=?, skipped=?, ready=?, "
+                "parent_uuid=COALESCE(parent_uuid, ?), updated_at=? WHERE uuid=?",
+                updates,
+            )
+        if unqueue:
+            conn.executemany("DELETE FROM ingest_outbox WHERE uuid = ?", unqueue)
+        if enqueue:
+            conn.executemany(
                 "INSERT INTO ingest_outbox(uuid, kind, priority, version, enqueued_at) VALUES(?,?,?,1,?) "
                 "ON CONFLICT(uuid) DO UPDATE SET version = version + 1, attempts = 0, next_attempt_at = 0",
-                (uuid, c.kind.value, SEND_ORDER[c.kind], now),
+                enqueue,
             )
-            result.enqueued += 1
         return result
 
     # ------------------------------------------------------------------ atlas
@@ -352,15 +419,16 @@ class IngestStore:
 
     def confirm(self, items: Iterable[OutboxItem], now: float) -> None:
         """The backend holds these payloads: mark created and drop each row unless a newer version arrived."""
+        items = list(items)
         with self.db.transaction() as conn:
-            for item in items:
-                conn.execute(
-                    "UPDATE ingest_entities SET created = 1, confirmed_hash = ?, updated_at = ? WHERE uuid = ?",
-                    (item.payload_hash, now, item.uuid),
-                )
-                conn.execute(
-                    "DELETE FROM ingest_outbox WHERE uuid = ? AND version = ?", (item.uuid, item.version)
-                )
+            conn.executemany(
+                "UPDATE ingest_entities SET created = 1, confirmed_hash = ?, updated_at = ? WHERE uuid = ?",
+                [(i.payload_hash, now, i.uuid) for i in items],
+            )
+            conn.executemany(
+                "DELETE FROM ingest_outbox WHERE uuid = ? AND version = ?",
+                [(i.uuid, i.version) for i in items],
+            )
 
     def mark_exists(self, uuids: Iterable[str], now: float) -> None:
         """The backend already holds these entities (found after a conflict): their next send is an update."""

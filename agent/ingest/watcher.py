@@ -23,7 +23,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
@@ -111,8 +120,25 @@ def scan_tree(root: Path) -> Iterator[str]:
         stack.extend(sorted(subdirs, reverse=True))
 
 
+#: The only events the pipeline needs. Without a filter, inotify also reports every open and read-only close,
+#: which the parsers themselves cause: a backlog import would then wake the observer twice per file it reads.
+WATCHED_EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    DirCreatedEvent,
+    FileModifiedEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    DirMovedEvent,
+]
+
+
 class _Handler(FileSystemEventHandler):
-    """Runs on the observer thread: forwards paths to the event loop, never blocks."""
+    """Runs on the observer thread: collects paths and hands them to the event loop in batches, never blocks.
+
+    A file being written brings a created event, several modified events and a closed event; they are coalesced
+    into one pending entry, and one loop wake-up delivers everything pending (instead of one cross-thread call,
+    with its self-pipe write, per event).
+    """
 
     def __init__(
         self,
@@ -123,11 +149,24 @@ class _Handler(FileSystemEventHandler):
         self._loop = loop
         self._on_file = on_file
         self._on_dir = on_dir
+        self._lock = threading.Lock()
+        self._pending: dict[str, bool] = {}  # path -> is_dir, in arrival order
 
     def _send(self, path: str | bytes, is_dir: bool) -> None:
         text = os.fsdecode(path)
-        with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
-            self._loop.call_soon_threadsafe(self._on_dir if is_dir else self._on_file, text)
+        with self._lock:
+            first = not self._pending
+            self._pending[text] = self._pending.get(text, False) or is_dir
+        if first:
+            with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
+                self._loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        """On the loop: report every pending path (a new wake-up is scheduled by the next event)."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for path, is_dir in pending.items():
+            (self._on_dir if is_dir else self._on_file)(path)
 
     def on_created(self, event: FileSystemEvent) -> None:
         self._send(event.src_path, event.is_directory)
@@ -172,7 +211,12 @@ class FileWatcher:
             raise FileNotFoundError(f"watch folder {self.root} does not exist or is not a folder")
         loop = asyncio.get_running_loop()
         observer = choose_observer(self.root, self._mode, self._poll_interval_s)
-        observer.schedule(_Handler(loop, self._on_file, self._on_dir), str(self.root), recursive=True)
+        observer.schedule(
+            _Handler(loop, self._on_file, self._on_dir),
+            str(self.root),
+            recursive=True,
+            event_filter=WATCHED_EVENTS,
+        )
         await asyncio.to_thread(observer.start)
         self._observer = observer
         self.observer_kind = "polling" if isinstance(observer, PollingObserver) else "native"
@@ -247,4 +291,11 @@ class FileWatcher:
             await asyncio.to_thread(observer.join, 5.0)
 
 
-__all__ = ["NETWORK_FS_TYPES", "FileWatcher", "choose_observer", "is_network_path", "scan_tree"]
+__all__ = [
+    "NETWORK_FS_TYPES",
+    "WATCHED_EVENTS",
+    "FileWatcher",
+    "choose_observer",
+    "is_network_path",
+    "scan_tree",
+]

@@ -91,3 +91,11 @@ def test_deleted_file_is_forgotten(tmp_path: Path) -> None:
     assert s.poll() == []
     assert len(s) == 0
     assert s.next_due() is None
+
+
+def test_poll_stat_reports_what_it_observed(tmp_path: Path) -> None:
+    s = _settler()
+    p = _old_file(tmp_path / "b.xml", "12345")
+    s.offer(p)
+    st = Path(p).stat()
+    assert s.poll_stat() == [(p, 5, st.st_mtime_ns)]

@@ -70,3 +70,21 @@ def test_observer_choice(tmp_path: Path) -> None:
     assert not isinstance(choose_observer(tmp_path, "native", 1.0), PollingObserver)
     assert not is_network_path(tmp_path)
     assert is_network_path(Path("//server/share/visit"))
+
+
+async def test_reading_files_brings_no_events(tmp_path: Path) -> None:
+    # The parsers open and read every file: inotify's open / read-only close events must not come back as work.
+    target = tmp_path / "a.xml"
+    target.write_text("1")
+    seen: list[str] = []
+    watcher = FileWatcher(tmp_path, seen.append, mode="native")
+    await watcher.start()
+    try:
+        for _ in range(3):
+            assert target.read_text() == "1"
+        await asyncio.sleep(0.3)
+        assert seen == []
+        target.write_text("2")  # a real change still comes through, coalesced per path
+        await _until(lambda: seen == [str(target)])
+    finally:
+        await watcher.stop()
