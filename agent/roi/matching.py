@@ -1,10 +1,11 @@
 """Registration of a live image against a saved one: translation, rotation and scale (OpenCV).
 
-Primary estimator: SIFT keypoints (rotation- and scale-invariant, robust to partial overlap), Lowe's ratio test
-and a RANSAC similarity fit (``cv2.estimateAffinePartial2D``, sem-reference §8.3). Fallback when too few
-features match: phase correlation (``cv2.phaseCorrelate`` with a Hanning window) for a pure translation. Either
-way the confidence is the normalised cross-correlation of the overlap after warping the live image onto the
-saved one, scaled down when the overlap is small: a wrong match scores near zero whatever the matcher said.
+Primary estimator: SIFT keypoints (rotation- and scale-invariant, robust to partial overlap), Lowe's ratio
+test and a RANSAC similarity fit (``cv2.estimateAffinePartial2D``, sem-reference §8.3). Fallback when too few
+features match: phase correlation (``cv2.phaseCorrelate`` with a Hanning window) for a pure translation.
+Either way the confidence is the normalised cross-correlation of the overlap after warping the live image onto
+the saved one, scaled down when the overlap is small: a wrong match scores near zero whatever the matcher
+said.
 
 Transform convention (about the image centres ``c``): ``x_live − c_live = scale · R(angle) · (x_saved −
 c_saved) + t``. The saved centre therefore appears at ``c_live + t`` in the live image.

@@ -1,4 +1,4 @@
-"""ROI models: what to capture (:class:`RoiSpec`), what was saved (:class:`SavedRoi`), what relocation found."""
+"""ROI models: what to capture, what was saved, what relocation found."""
 
 from __future__ import annotations
 
@@ -129,7 +129,10 @@ class FindRoiIteration(BaseModel):
     error_px: float
     rotation_rad: float
     scale: float
-    move_mm: tuple[float, float]
+    gain_xy: float = Field(
+        description="Translation gain applied: gain_xy, raised once the previous move proved accurate."
+    )
+    move_mm: tuple[float, float] = Field(description="Stage move applied, stage frame, mm.")
     rotate_rad: float
     fov_factor: float = Field(description="Correction factor on the nominal FOV after this iteration.")
     action: str = Field(description="stay, descend, converged, zoom_out or fail.")

@@ -3,8 +3,8 @@
 Units are Semphony's: stage in mm (x, y, z) and degrees (r, t), field of view in µm. Rotation is the angle of
 the image axes in the stage frame: an image offset ``(u, v)`` (along columns, rows) from the image centre lies
 at stage offset ``R(angle)·(u, v)`` from the stage position, so moving the stage by that offset centres it.
-For the SEM simulator this angle is ``scan rotation − stage r``; on a real instrument it is the calibrated scan
-rotation relative to the stage axes.
+For the SEM simulator this angle is ``scan rotation − stage r``; on a real instrument it is the calibrated
+scan rotation relative to the stage axes.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ROI persistence: ``manifest.json`` plus one 16-bit PNG per level, written atomically, read back with checks."""
+"""ROI persistence: ``manifest.json`` plus one 16-bit PNG per level, written atomically, read back checked."""
 
 from __future__ import annotations
 

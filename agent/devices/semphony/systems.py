@@ -9,6 +9,7 @@ the capability through the client's backend, where the control server checks the
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -177,7 +178,11 @@ class _FocusOpsAdapter:
 
 
 class _RoiOpsAdapter(_FocusOpsAdapter):
-    """Adds the stage and field-of-view operations ROI capture and relocation need."""
+    """Adds the stage, field-of-view and image-rotation operations ROI capture and relocation need.
+
+    Implements :class:`agent.roi.ops.RotatableRoiOps`, so ``find_roi`` corrects a measured rotation by
+    turning the scan ("Scan Rotation" geometry) rather than only reporting it.
+    """
 
     def __init__(self, device: ImagingDevice) -> None:
         super().__init__(device.imaging)
@@ -201,6 +206,28 @@ class _RoiOpsAdapter(_FocusOpsAdapter):
 
     def set_view_field(self, fov_um: float) -> dict[str, Any]:
         return self._imaging.set_view_field(fov_um)
+
+    # Image rotation in the stage frame (agent.roi.ops): the scan rotation minus the stage rotation, since
+    # turning the stage by r turns the specimen, hence the image, by -r (how the simulator forms images).
+    def get_image_rotation_rad(self) -> float:
+        scan_deg = float(self._imaging.geometric_transformations.get(_SCAN_ROTATION)["x"])
+        stage_r_deg = float(self._stage.get_pos().get("r", 0.0))
+        return math.radians(_wrap_deg(scan_deg - stage_r_deg))
+
+    def set_image_rotation_rad(self, angle_rad: float) -> dict[str, Any]:
+        if not math.isfinite(angle_rad):
+            raise ValueError(f"image rotation must be finite, got {angle_rad}")
+        stage_r_deg = float(self._stage.get_pos().get("r", 0.0))
+        # Wrapped into ±180° so the value stays well inside the geometry's ±360° limits.
+        scan_deg = _wrap_deg(math.degrees(angle_rad) + stage_r_deg)
+        return self._imaging.geometric_transformations.set(_SCAN_ROTATION, x=scan_deg)
+
+
+_SCAN_ROTATION = "Scan Rotation"
+
+
+def _wrap_deg(angle_deg: float) -> float:
+    return (angle_deg + 180.0) % 360.0 - 180.0
 
 
 class ImagingInterface:

@@ -157,6 +157,10 @@ class SemSimulator:
         self.fov_um = cfg.initial_fov_um
         self._commanded = StagePosition(0.0, 0.0, cfg.initial_z_mm, 0.0, 0.0)
         self._position_error_mm = (0.0, 0.0)
+        # Sample placement on the stage and magnification calibration (see reload_sample): identity at start.
+        self.sample_offset_mm = (0.0, 0.0)
+        self.sample_rotation_rad = 0.0
+        self.magnification_error = 0.0
         self.stage_moving = False
         self.geometries = _geometries()
         self.centerings = _centerings()
@@ -207,15 +211,44 @@ class SemSimulator:
         beam_shift = self.centerings[0].values
         return ((image_shift[0] + beam_shift[0]) * 1e-6, (image_shift[1] + beam_shift[1]) * 1e-6)
 
+    def reload_sample(
+        self,
+        *,
+        offset_mm: tuple[float, float] = (0.0, 0.0),
+        rotation_deg: float = 0.0,
+        magnification_error: float = 0.0,
+    ) -> None:
+        """Simulate taking the sample out and putting it back, as between two sessions (hidden truth).
+
+        The specimen point under the beam becomes ``R(rotation)·(stage − offset)`` (plus positioning error,
+        shifts and drift), the image turns by ``rotation`` with it, and the true field of view becomes the
+        nominal one times ``1 + magnification_error`` (a calibration change, e.g. after a WD or HV change).
+        Values replace, not add to, the current placement; all zero is the placement at start. This is an
+        operator's act, not a device operation, so it is not in the action log.
+        """
+        if not all(math.isfinite(v) for v in (*offset_mm, rotation_deg, magnification_error)):
+            raise ValueError("reload_sample needs finite values")
+        if not -0.5 < magnification_error < 0.5:
+            raise ValueError(f"magnification_error must be within ±0.5, got {magnification_error}")
+        self.sample_offset_mm = (float(offset_mm[0]), float(offset_mm[1]))
+        self.sample_rotation_rad = math.radians(rotation_deg)
+        self.magnification_error = float(magnification_error)
+
+    def specimen_point_m(self, x_mm: float, y_mm: float) -> tuple[float, float]:
+        """Specimen coordinates (m) of stage position ``(x, y)`` under the current sample placement."""
+        dx, dy = x_mm - self.sample_offset_mm[0], y_mm - self.sample_offset_mm[1]
+        if self.sample_rotation_rad == 0.0:
+            return (dx * 1e-3, dy * 1e-3)  # exact: no rounding from a zero rotation
+        c, s = math.cos(self.sample_rotation_rad), math.sin(self.sample_rotation_rad)
+        return ((c * dx - s * dy) * 1e-3, (s * dx + c * dy) * 1e-3)
+
     def imaged_center_m(self) -> tuple[float, float]:
-        """The specimen point at the image centre (m): stage + positioning error + shifts + drift."""
+        """The specimen point at the image centre (m): placed stage + positioning error, shifts, drift."""
         pos = self._commanded
         shift = self._shift_m()
         drift = self.drift_m()
-        return (
-            (pos.x + self._position_error_mm[0]) * 1e-3 + shift[0] + drift[0],
-            (pos.y + self._position_error_mm[1]) * 1e-3 + shift[1] + drift[1],
-        )
+        base = self.specimen_point_m(pos.x + self._position_error_mm[0], pos.y + self._position_error_mm[1])
+        return (base[0] + shift[0] + drift[0], base[1] + shift[1] + drift[1])
 
     # ----------------------------------------------------------------------------------------------- queries
     def position(self) -> StagePosition:
@@ -467,15 +500,16 @@ class SemSimulator:
             await self._wait(frame_time_s)
             self._frames += 1
             pos = self._commanded
-            rotation_deg = self.geometries[2].values[0] - pos.r
+            # The image turns with the scan, against the stage rotation, and with the sample's placement.
+            rotation_rad = math.radians(self.geometries[2].values[0] - pos.r) + self.sample_rotation_rad
             defocus_m = (self.wd_mm - self.true_focus_wd_mm()) * 1e-3
             stig = (self.stigm_x - self._ideal_stig[0], self.stigm_y - self._ideal_stig[1])
             rng = np.random.default_rng([self.config.seed, 0xF4A, self._frames])
             image = optics.render_image(
                 self.specimen,
                 center_m=self.imaged_center_m(),
-                fov_m=self.fov_um * 1e-6,
-                scan_rotation_rad=math.radians(rotation_deg),
+                fov_m=self.fov_um * 1e-6 * (1.0 + self.magnification_error),
+                scan_rotation_rad=rotation_rad,
                 shape=(height, width),
                 defocus_m=defocus_m,
                 stig=stig,

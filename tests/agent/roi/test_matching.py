@@ -63,12 +63,23 @@ def test_unrelated_images_have_low_confidence() -> None:
 
 def test_phase_correlation_fallback_on_blurred_images() -> None:
     sp = Specimen(12)
-    kw = {"scan_rotation_rad": 0.0, "shape": SHAPE, "stig": (0.0, 0.0), "dwell_s": 1e-6}
+
+    def blurred(center_m: tuple[float, float], seed: int) -> np.ndarray:
+        return render_image(
+            sp,
+            center_m=center_m,
+            fov_m=FOV,
+            scan_rotation_rad=0.0,
+            shape=SHAPE,
+            defocus_m=400e-6,
+            stig=(0.0, 0.0),
+            dwell_s=1e-6,
+            rng=np.random.default_rng(seed),
+        )
+
     # Heavy blur: few sharp features for SIFT, yet the translation is recovered.
-    saved = render_image(sp, center_m=(0, 0), fov_m=FOV, defocus_m=400e-6, rng=np.random.default_rng(0), **kw)
-    live = render_image(
-        sp, center_m=(12 * FOV / 256, 0), fov_m=FOV, defocus_m=400e-6, rng=np.random.default_rng(1), **kw
-    )
+    saved = blurred((0.0, 0.0), 0)
+    live = blurred((12 * FOV / 256, 0.0), 1)
     m = register(saved, live)
     assert m.tx == pytest.approx(-12.0, abs=1.0)
     assert m.ty == pytest.approx(0.0, abs=1.0)

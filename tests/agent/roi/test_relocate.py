@@ -28,7 +28,7 @@ def _true_error_um(bench: StageBench, target_m: tuple[float, float]) -> float:
 def _replace_sample(
     bench: StageBench, target_m: tuple[float, float], error_mm: tuple[float, float], rot: float
 ) -> None:
-    """Reload the sample rotated by ``rot`` so that, at the current stage position, the beam is off by ``error``."""
+    """Reload the sample turned by ``rot``; at the current stage position the beam is ``error`` off target."""
     q = (target_m[0] * 1e3 + error_mm[0], target_m[1] * 1e3 + error_mm[1])
     c, s = math.cos(-rot), math.sin(-rot)
     bench.placement_rotation_rad = rot
@@ -141,3 +141,53 @@ def test_bad_arguments_are_refused_before_moving(kw: dict[str, object]) -> None:
     with pytest.raises(RoiError):
         find_roi(bench, roi, **kw)  # type: ignore[arg-type]
     assert bench.moves == 0
+
+
+def test_gain_is_raised_only_after_an_accurate_move() -> None:
+    bench = StageBench(seed=7, stage_mm=HOME, positioning_error_um=0.3)
+    roi = _saved(bench)
+    target = bench.specimen_point_m(HOME)
+    _replace_sample(bench, target, (-0.04, 0.025), math.radians(-6.0))
+    result = find_roi(bench, roi, stage_mode="cross_session")
+    assert result.success, result.message
+    # The first move is damped by gain_xy; the next measurement confirms it, so the next move is nearly full.
+    assert result.trace[0].gain_xy == 0.8
+    assert result.trace[1].gain_xy > 0.9
+    assert result.iterations <= 3
+    assert _true_error_um(bench, target) < 15 * 25 / 192
+
+
+class ShortStage(TranslationOnly):
+    """A stage whose relative moves cover only 70 % of the request (a bad stage calibration)."""
+
+    def move_delta(self, dx: float = 0.0, dy: float = 0.0) -> object:
+        return self.bench.move_delta(0.7 * dx, 0.7 * dy)
+
+
+def test_a_surprising_move_keeps_the_damping() -> None:
+    bench = StageBench(seed=8, stage_mm=HOME)
+    ops = ShortStage(bench)
+    roi = save_roi(ops, "short", SPEC, config=IMAGING, inter_level_delay_s=0)
+    target = bench.specimen_point_m(HOME)
+    bench.move_to(HOME[0] + 0.03, HOME[1] + 0.02)
+    # Start here, not at the saved pose; each iteration only removes 1 - 0.7 * 0.8 of the error: allow more.
+    result = find_roi(ops, roi, stage_mode="cross_session", max_iters=12, max_iters_per_level=8)
+    assert result.success, result.message
+    moved = [t for t in result.trace if t.move_mm != (0.0, 0.0)]
+    assert len(moved) >= 2
+    # Each move lands 30 % short: the check fails every time, so no move is ever made with more than gain_xy.
+    assert all(t.gain_xy == 0.8 for t in moved)
+    assert _true_error_um(bench, target) < 15 * 25 / 192 + 0.5
+
+
+def test_skips_a_level_when_the_target_is_already_close() -> None:
+    spec = RoiSpec(l0_fov_um=100, l1_fov_um=40, l2_fov_um=16)
+    bench = StageBench(seed=9, stage_mm=HOME, positioning_error_um=0.2)
+    roi = save_roi(bench, "three", spec, config=IMAGING, inter_level_delay_s=0)
+    target = bench.specimen_point_m(HOME)
+    bench.move_to(HOME[0] + 0.003, HOME[1] - 0.002)  # 3.6 µm off: l0 alone puts it well inside l2
+    result = find_roi(bench, roi)
+    assert result.success, result.message
+    assert [t.level for t in result.trace][:2] == ["l0", "l2"]
+    assert result.final_level == "l2"
+    assert _true_error_um(bench, target) < 15 * 16 / 192 + 0.3

@@ -45,3 +45,36 @@ def test_save_then_find_through_the_sdk(device: Any, tmp_path: Path) -> None:
     pos = device.stage.get_pos()
     # Back within a few pixels of the saved pose (the simulator adds 0.5 µm positioning error per move).
     assert math.hypot(pos["x"] - home["x"], pos["y"] - home["y"]) * 1e3 < 3.0
+
+
+def test_cross_session_reload_through_the_sdk(tmp_path: Path) -> None:
+    """A reloaded sample (offset, 7° rotation, 3 % magnification error): rotation is fixed by the scan."""
+    config = sim_config.SimulatorConfig(seed=6, time_factor=0.0, drift_nm_per_s=0.0)
+    client = semphony.SemphonyClient.simulated(config)
+    sim = client.backend.server.sem
+    try:
+        with client.run("roi-cross").session() as session:
+            sem = semphony.ImagingDevice(client, device_slug="sem-001")
+            sem.attach(session)
+            sem.stage.move_to(1.0, -1.0)
+            acq = semphony.AcquisitionConfig(width=192, height=192, dwell_us=1.0)
+            spec = RoiSpec(l0_fov_um=100, l1_fov_um=25)
+            sem.imaging.save_roi("x", spec, config=acq, target_dir=str(tmp_path), inter_level_delay_s=0)
+            target = sim.imaged_center_m()
+            rot = math.radians(7.0)
+            # Put the target 30 µm / -20 µm (specimen frame) from the beam, sample turned by 7°.
+            q = (target[0] * 1e3 + 0.03, target[1] * 1e3 - 0.02)
+            c, s = math.cos(-rot), math.sin(-rot)
+            offset = (1.0 - (c * q[0] - s * q[1]), -1.0 - (s * q[0] + c * q[1]))
+            sim.reload_sample(offset_mm=offset, rotation_deg=7.0, magnification_error=0.03)
+            result = sem.imaging.find_roi(str(tmp_path), stage_mode="cross_session", base_config=acq)
+            assert result.success, result.message
+            assert result.iterations <= 4
+            # The scan turned back by the sample's rotation (to within rot_tol), through the SDK geometry.
+            scan_deg = sem.imaging.geometric_transformations.get("Scan Rotation")["x"]
+            assert abs(scan_deg + 7.0) < math.degrees(0.017)
+            assert result.fov_factor == pytest.approx(1 / 1.03, abs=0.01)
+            now = sim.imaged_center_m()
+            assert math.hypot(now[0] - target[0], now[1] - target[1]) * 1e6 < 15 * 25 / 192
+    finally:
+        client.close()
