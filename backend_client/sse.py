@@ -80,7 +80,7 @@ long."""
 DEFAULT_ACK_CONNECT_WAIT = 60.0
 """How long an ack waits for the stream to come back before posting anyway, seconds."""
 
-_EVENTS: TypeAdapter[StreamEvent] = TypeAdapter(StreamEvent)  # type: ignore[arg-type]
+_EVENTS: TypeAdapter[StreamEvent] = TypeAdapter(StreamEvent)
 _SESSION_ERRORS = frozenset({"session_validation_failed"})
 
 Callback = Callable[[Any], Any]
