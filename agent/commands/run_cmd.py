@@ -45,19 +45,6 @@ class Composition:
                 await closer()
 
 
-class _HeartbeatService:
-    """Adapts ``AgentHeartbeatSender`` (start/stop coroutines) to the daemon's Service protocol."""
-
-    def __init__(self, sender: Any) -> None:
-        self.sender = sender
-
-    async def start(self) -> None:
-        await self.sender.start()
-
-    async def stop(self) -> None:
-        await self.sender.stop()
-
-
 def _database(settings: Settings) -> Database:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     return open_database(settings.state_dir)
@@ -216,7 +203,7 @@ def _compose_instructions(
             interval=settings.backend.heartbeat_interval_s,
             is_connected=lambda: sse.connected,
         )
-        services.append(NamedService("heartbeat", _HeartbeatService(beat)))
+        services.append(NamedService("heartbeat", beat))  # async start()/stop(): a Service as it is
     _apply_runtime_changes(runtime, comp, beat if settings.backend.heartbeat_interval_s > 0 else None)
     return service
 
