@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from typing import Any
 
 import httpx
 
@@ -42,6 +43,12 @@ def backend_verify(settings: BackendSettings) -> bool | ssl.SSLContext:
     return True
 
 
-def backend_timeout(settings: BackendSettings) -> httpx.Timeout:
-    """Connect and read timeouts applied to every REST call."""
-    return httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s)
+def backend_client_options(settings: BackendSettings, auth: httpx.Auth | None) -> dict[str, Any]:
+    """Keyword arguments every ``SmartEMAPIClient``/``AsyncSmartEMAPIClient`` gets: auth, TLS verification, and
+    the read and connect timeouts (always applied)."""
+    return {
+        "auth": auth,
+        "verify": backend_verify(settings),
+        "timeout": settings.read_timeout_s,
+        "connect_timeout": settings.connect_timeout_s,
+    }

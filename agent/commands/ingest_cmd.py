@@ -107,18 +107,14 @@ async def _main(args: argparse.Namespace, config: IngestConfig, settings: Any) -
         tmp = tempfile.TemporaryDirectory(prefix="em-agent-dry-run-")
         db: Database = open_database(Path(tmp.name))
     else:
-        from agent.connections import backend_auth, backend_timeout, backend_verify
+        from agent.connections import backend_auth, backend_client_options
         from backend_client.async_client import AsyncSmartEMAPIClient
         from backend_client.retry import RetryPolicy
 
         db = open_database(Path(settings.state_dir))
-        # httpx accepts an SSLContext too; the client's annotation (bool | str) is narrower than httpx's.
-        verify: Any = backend_verify(settings.backend)
         client = AsyncSmartEMAPIClient(
             settings.backend.url,
-            auth=backend_auth(settings.backend),
-            verify=verify,
-            timeout=backend_timeout(settings.backend).read or 10.0,
+            **backend_client_options(settings.backend, backend_auth(settings.backend)),
             # Short per-call retries: the flusher keeps the work and retries for as long as it takes.
             retry=RetryPolicy(attempts=3, timeout=10.0, wait_initial=0.2, wait_max=2.0),
         )

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.commands.common import add_config_argument, settings_from_args
-from agent.connections import backend_auth, backend_timeout, backend_verify
+from agent.connections import backend_auth, backend_client_options, backend_verify
 from agent.daemon import Daemon, NamedService
 from agent.logging_setup import LogShipper, configure_logging
 from agent.settings import ConfigError, Settings, load_settings
@@ -57,14 +57,7 @@ def compose(settings: Settings, *, shipper_out: list[LogShipper] | None = None) 
     db = _database(settings)
     auth = backend_auth(settings.backend)
     verify: Any = backend_verify(settings.backend)
-    timeout = backend_timeout(settings.backend)
-    api = AsyncSmartEMAPIClient(
-        settings.backend.url,
-        timeout=settings.backend.read_timeout_s,
-        auth=auth,
-        verify=verify,
-        connect_timeout=timeout.connect,
-    )
+    api = AsyncSmartEMAPIClient(settings.backend.url, **backend_client_options(settings.backend, auth))
     services: list[NamedService] = []
     comp = Composition(daemon=Daemon(services=services))
 
@@ -144,11 +137,7 @@ def _compose_instructions(
     )
     # Acks are retried by the journal (across reconnects and restarts): one POST per attempt here.
     ack_api = AsyncSmartEMAPIClient(
-        settings.backend.url,
-        timeout=settings.backend.read_timeout_s,
-        auth=auth,
-        verify=verify,
-        retry=RetryPolicy.disabled(),
+        settings.backend.url, **backend_client_options(settings.backend, auth), retry=RetryPolicy.disabled()
     )
     comp.closers.append(ack_api.aclose)
     device = build_device_handle(
@@ -243,9 +232,8 @@ def _log_shipper(settings: Settings, auth: Any, verify: Any) -> LogShipper:
 
     # A separate sync client used only by the shipper thread, never retried: a failed batch is counted and
     # dropped so that shipping can never hold up the agent.
-    client = SmartEMAPIClient(
-        settings.backend.url, timeout=10.0, auth=auth, verify=verify, retry=RetryPolicy.disabled()
-    )
+    options = {**backend_client_options(settings.backend, auth), "timeout": 10.0}
+    client = SmartEMAPIClient(settings.backend.url, **options, retry=RetryPolicy.disabled())
     assert settings.session_id is not None
     agent_id, session_id = settings.agent_id, settings.session_id
 
