@@ -4,7 +4,8 @@ Parts (each with async ``start()``/``stop()``): the ingest service (watcher, pip
 instruction service (SSE listener, journal, executor, acks), the agent heartbeat, the log shipper. The daemon adds
 the periodic ``agent.status`` line, systemd notifications (READY, STATUS, WATCHDOG, STOPPING) and signal handling:
 the first SIGTERM/SIGINT (or a Windows service stop) drains in-flight work within ``shutdown_timeout_s``; a second
-signal exits at once.
+signal exits at once. With ``stall_exit_s`` set, a stop that has not finished after that long exits the process
+with every thread's stack on stderr (:mod:`agent.service.stall`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from agent.service import stall
 from agent.service.systemd import SystemdNotifier
 
 log = logging.getLogger("agent.daemon")
@@ -57,6 +59,8 @@ class Daemon:
     notifier: SystemdNotifier = field(default_factory=SystemdNotifier)
     extra_status: Callable[[], dict[str, Any]] | None = None
     on_started: Callable[[], Awaitable[None]] | None = None
+    #: Once a stop begins, exit with thread stacks on stderr if still alive after this long (None: never).
+    stall_exit_s: float | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _signals: int = field(default=0, init=False)
     _started_at: float = field(default_factory=time.monotonic, init=False)
@@ -137,6 +141,8 @@ class Daemon:
             log.info("agent.ready", extra={"services": [p.name for p in started]})
         await self._stop.wait()
         self.notifier.stopping()
+        if self.stall_exit_s is not None:
+            stall.arm(self.stall_exit_s)
         exit_code = max(exit_code, await self._shutdown(started))
         for task in background:
             task.cancel()

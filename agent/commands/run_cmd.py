@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,12 +21,16 @@ from agent.commands.common import add_config_argument, settings_from_args
 from agent.connections import backend_auth, backend_client_options, backend_verify
 from agent.daemon import Daemon, NamedService
 from agent.logging_setup import LogShipper, configure_logging
+from agent.service import stall
 from agent.settings import ConfigError, Settings, load_settings
 from agent.state.database import Database, open_database
 
 log = logging.getLogger("agent.run")
 
 EXIT_CONFIG = 78
+#: How long past the daemon's drain bound a stuck stop may take before the process exits anyway; below the
+#: systemd unit's TimeoutStopSec (45 s) so the stacks are printed before systemd's SIGKILL.
+STALL_MARGIN_S = 10.0
 
 
 @dataclass
@@ -245,13 +249,19 @@ def _log_shipper(settings: Settings, auth: Any, verify: Any) -> LogShipper:
     )
 
 
-async def run_daemon(settings: Settings, *, stop_bridge: Any | None = None) -> int:
-    """Compose and run the daemon until stopped; returns the exit code."""
+async def run_daemon(settings: Settings, *, stop_bridge: Any | None = None, stall_exit: bool = False) -> int:
+    """Compose and run the daemon until stopped; returns the exit code.
+
+    ``stall_exit`` (process entry points only): a stop still unfinished ``STALL_MARGIN_S`` after the drain bound
+    exits the process with thread stacks on stderr.
+    """
     try:
         comp = compose(settings)
     except ConfigError as exc:
         log.error("agent.config_error", extra={"error": str(exc)})
         return EXIT_CONFIG
+    if stall_exit:
+        comp.daemon.stall_exit_s = comp.daemon.shutdown_timeout_s + STALL_MARGIN_S
     comp.daemon.install_signal_handlers()
     if stop_bridge is not None:
         stop_bridge.attach(asyncio.get_running_loop(), comp.daemon.request_stop)
@@ -281,7 +291,14 @@ def run_daemon_from_config(config_file: Path | None, *, stop_bridge: Any | None 
         print(f"em-agent: configuration error: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG
     configure_logging(settings.logging)
-    return asyncio.run(run_daemon(settings, stop_bridge=stop_bridge))
+    return _run_process(run_daemon(settings, stop_bridge=stop_bridge, stall_exit=True))
+
+
+def _run_process(main: Coroutine[Any, Any, int]) -> int:
+    try:
+        return asyncio.run(main)
+    finally:
+        stall.disarm()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -299,7 +316,7 @@ def _run(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_CONFIG
     configure_logging(settings.logging)
-    return asyncio.run(run_daemon(settings))
+    return _run_process(run_daemon(settings, stall_exit=True))
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -29,6 +29,7 @@ from agent.instructions.config import ExecutorConfig, RuntimeConfig
 from agent.instructions.context import DecisionTarget, DeviceHandle, HandlerContext
 from agent.instructions.introspection import IngestIntrospection
 from agent.instructions.service import InstructionService, InstructionStream
+from agent.service import stall
 from agent.state.database import Database, open_database
 from backend_client.async_client import AsyncSmartEMAPIClient
 from backend_client.retry import RetryPolicy
@@ -36,6 +37,8 @@ from backend_client.retry import RetryPolicy
 log = logging.getLogger("agent.instructions.runner")
 
 API_KEY_ENV = "EM_AGENT_DEVICE__API_KEY"
+#: Seconds past the drain bound after which a stuck stop exits the process with thread stacks on stderr.
+STALL_MARGIN_S = 20.0
 
 
 @dataclass
@@ -180,6 +183,8 @@ async def run_forever(args: argparse.Namespace) -> int:
     await service.start()
     log.info("instructions.runner_started", extra={"pid": os.getpid()})
     await stop.wait()
+    # The stop below is bounded part by part; this catches a thread blocked where no bound reaches.
+    stall.arm(config.drain_timeout_s + STALL_MARGIN_S)
     await service.stop()
     await api.aclose()
     if decisions is not None:
@@ -194,4 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
     )
-    return asyncio.run(run_forever(args))
+    try:
+        return asyncio.run(run_forever(args))
+    finally:
+        stall.disarm()

@@ -110,6 +110,7 @@ def test_sd_notify_ready_status_watchdog_stopping(tmp_path: Path) -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
+                proc.wait()
             sock.close()
     assert any(m.startswith("READY=1") for m in seen)
     assert "WATCHDOG=1" in seen
@@ -132,6 +133,7 @@ def test_sigterm_during_burst_drains_within_bound_and_second_run_completes(tmp_p
         finally:
             if proc.poll() is None:
                 proc.kill()
+                proc.wait()
         stderr = _log(proc)
         assert code == 0, stderr[-3000:]
         assert elapsed < 30, f"shutdown took {elapsed:.1f} s"
@@ -169,6 +171,7 @@ def test_second_signal_exits_at_once(tmp_path: Path) -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
+                proc.wait()
             backend.clear_faults()
 
 

@@ -137,14 +137,22 @@ def test_soak(tmp_path: Path, compat: str) -> None:
             rows = history(http, session_id)
         finally:
             http.close()
+            stop_started = time.monotonic()
             agent.send_signal(signal.SIGTERM)
             try:
-                agent.wait(timeout=15)
+                # The runner's own stall exit fires at drain + 20 s; this wait is only a backstop.
+                agent.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 agent.kill()
+                agent.wait()
+            stop_s = time.monotonic() - stop_started
             semphony.stop()
 
     tail = log.read_text(errors="replace")[-3000:]
+    # A clean, prompt stop (a stall would exit 1 with every thread's stack in the log).
+    stall_dump = log.read_text(errors="replace")[-12000:]
+    assert agent.returncode == 0, (agent.returncode, stall_dump)
+    assert stop_s < 15, (round(stop_s, 1), stall_dump)
     if pending:
         (tmp_path / "pending.json").write_text(json.dumps([rows[i] for i in pending], indent=1))
     assert not pending, f"{len(pending)} never acknowledged, e.g. {rows[pending[0]]}\n{tail}"

@@ -13,7 +13,7 @@ from agent.devices.backend import DeviceBackend
 from agent.devices.errors import SemphonyApiError
 from agent.devices.guardrails import ImagingGuardrails
 from agent.devices.http_backend import SemphonyHttpBackend
-from agent.devices.semphony._bridge import LoopThread
+from agent.devices.semphony._bridge import BridgeClosedError, LoopThread
 from agent.devices.simulator.config import SimulatorConfig
 from agent.devices.simulator_backend import SimulatorBackend
 
@@ -67,7 +67,10 @@ class SemphonyClient:
         if self._closed:
             coro.close()
             raise SemphonyApiError("client is closed")
-        return self._bridge.run(coro)
+        try:
+            return self._bridge.run(coro)
+        except BridgeClosedError as exc:
+            raise SemphonyApiError(str(exc)) from None
 
     def run(
         self,
