@@ -360,6 +360,9 @@ class SSEAgentClient:
             done, _pending = await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
         except BaseException:
             work.cancel()
+            # Let the read unwind before the caller closes the connection it is reading from (bounded, so
+            # a read that ignores cancellation cannot hold up a stop).
+            await asyncio.wait({work}, timeout=1.0)
             raise
         finally:
             stopper.cancel()
