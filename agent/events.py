@@ -17,6 +17,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from agent.aio import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 
@@ -83,10 +85,7 @@ class EntityEventBridge:
     async def stop(self) -> None:
         """Publish what is queued (bounded by the publisher's confirm timeout), then disconnect."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         with contextlib.suppress(Exception):
             await self._flush_once(confirm_timeout_s=5.0)
         await asyncio.to_thread(self._publisher.close, 5.0)

@@ -165,8 +165,8 @@ class AgentHeartbeatSender:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Not suppress(CancelledError): that would also swallow a cancellation of the caller.
+            await asyncio.wait({task})
 
 
 class SSEAgentClient:

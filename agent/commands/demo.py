@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from agent.aio import cancel_and_wait
 from agent.commands.run_cmd import compose
 from agent.logging_setup import LoggingConfig, configure_logging
 from agent.settings import load_settings
@@ -199,9 +199,7 @@ async def _run(
                 break
     finally:
         for task in (gen_task, instr_task):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         comp.daemon.request_stop("demo finished")
         code = await daemon_task
         await comp.close()

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from agent.aio import cancel_and_wait
 from agent.instructions.config import ExecutorConfig
 from agent.instructions.journal import AckAttempt, InstructionJournal
 from backend_client.errors import BackendError, RequestRejectedError, ServerError, SessionError
@@ -84,10 +85,7 @@ class AckDispatcher:
         self._stopping = True
         self._wake.set()
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         if self._is_connected() and flush_timeout_s > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(flush_timeout_s):

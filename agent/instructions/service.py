@@ -4,7 +4,6 @@ lifecycle."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import threading
@@ -12,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from agent.aio import cancel_and_wait
 from agent.instructions.acks import AckDispatcher, AckSender
 from agent.instructions.config import ExecutorConfig
 from agent.instructions.context import HandlerContext
@@ -115,10 +115,7 @@ class InstructionService:
     async def stop(self) -> None:
         """Close the stream, drain in-flight instructions (bounded), flush due acks (bounded)."""
         task, self._stream_task = self._stream_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         await self.executor.stop()
         # The stream is closed, but SmartEM keeps the connection "active" for ~2 minutes, so a last flush of
         # the acks that just became due usually lands; anything left is re-sent after the next start.
@@ -167,8 +164,9 @@ class InstructionService:
         self._stream_task = asyncio.create_task(self._restart_stream(old), name="instruction-stream")
 
     async def _restart_stream(self, old: asyncio.Task[None]) -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            await old
+        # Wait for the old stream to unwind. Not ``suppress(CancelledError): await old``: that would also
+        # swallow a stop() that cancels this task meanwhile, and the stream would be re-opened for ever.
+        await asyncio.wait({old})
         self._set_connected(False)
         await self._stream_forever()
 
