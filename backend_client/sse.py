@@ -169,6 +169,18 @@ class AgentHeartbeatSender:
             await asyncio.wait({task})
 
 
+async def _abandon(work: asyncio.Future[Any]) -> None:
+    """Cancel ``work`` and let it unwind before the caller closes the connection it reads from.
+
+    Bounded, so a read that ignores cancellation cannot hold up a stop; not ``suppress(BaseException)``, so a
+    cancellation of the calling task still propagates. Its outcome is retrieved: the read is being abandoned.
+    """
+    work.cancel()
+    await asyncio.wait({work}, timeout=1.0)
+    if work.done() and not work.cancelled():
+        work.exception()
+
+
 class SSEAgentClient:
     """SSE client of one agent session: instruction stream with reconnects, acknowledgements, heartbeats.
 
@@ -359,18 +371,13 @@ class SSEAgentClient:
         try:
             done, _pending = await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
         except BaseException:
-            work.cancel()
-            # Let the read unwind before the caller closes the connection it is reading from (bounded, so
-            # a read that ignores cancellation cannot hold up a stop).
-            await asyncio.wait({work}, timeout=1.0)
+            await _abandon(work)
             raise
         finally:
             stopper.cancel()
         if work in done:
             return work.result()
-        work.cancel()
-        with contextlib.suppress(BaseException):
-            await work
+        await _abandon(work)
         raise _Stopped
 
     async def _sleep(self, seconds: float) -> None:
