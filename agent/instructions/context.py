@@ -9,6 +9,7 @@ even when a handler is cancelled by its time limit (the call in progress finishe
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from agent.instructions.config import RuntimeConfig
 from agent.instructions.introspection import IngestIntrospection
 from agent.instructions.journal import InstructionJournal
 
+log = logging.getLogger(__name__)
+
 D = TypeVar("D")
 T = TypeVar("T")
 
@@ -31,12 +34,23 @@ class DeviceHandle(Generic[D]):
 
     ``factory`` opens the device (for Semphony: create or resume the run, start a session, attach the device);
     it runs on the device thread at the first call and again after :meth:`reset` (e.g. when the server lost
-    the session). ``closer`` releases it on :meth:`close`.
+    the session). ``closer`` releases an opened device on :meth:`close`, on the device thread, after the call in
+    progress. ``release`` (idempotent; e.g. closing the SDK client) runs last, opened or not, and also ends a
+    call that is still in progress after ``close_timeout_s``, so a hung device call cannot hold up a stop.
     """
 
-    def __init__(self, factory: Callable[[], D], closer: Callable[[D], None] | None = None) -> None:
+    def __init__(
+        self,
+        factory: Callable[[], D],
+        closer: Callable[[D], None] | None = None,
+        *,
+        release: Callable[[], None] | None = None,
+        close_timeout_s: float = 10.0,
+    ) -> None:
         self._factory = factory
         self._closer = closer
+        self._release = release
+        self._close_timeout_s = close_timeout_s
         self._device: D | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="em-agent-device")
         self._lock = threading.Lock()
@@ -64,12 +78,28 @@ class DeviceHandle(Generic[D]):
         return self._device is not None
 
     def close(self) -> None:
-        """Release the device (if opened) and stop the device thread after the call in progress."""
+        """Release the device (if opened) after the call in progress, waiting at most ``close_timeout_s`` for
+        that call; then run ``release`` and stop the device thread."""
         with self._lock:
             device, self._device = self._device, None
+        stuck = False
         if device is not None and self._closer is not None:
-            self._pool.submit(self._closer, device).result()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+            closing = self._pool.submit(self._closer, device)
+            try:
+                closing.result(timeout=self._close_timeout_s)
+            except TimeoutError:
+                # A device call is still running: releasing the client below ends it with an error.
+                stuck = True
+                log.warning("device.close_timeout", extra={"timeout_s": self._close_timeout_s})
+            except Exception:
+                log.exception("device.close_failed")
+        if self._release is not None:
+            try:
+                self._release()
+            except Exception:
+                log.exception("device.release_failed")
+        # Join the device thread unless it was stuck (released above, it ends on its own).
+        self._pool.shutdown(wait=not stuck, cancel_futures=True)
 
 
 @dataclass(frozen=True)

@@ -75,9 +75,8 @@ def build_device_handle(options: DeviceOptions) -> DeviceHandle[ImagingDevice] |
     def close(device: ImagingDevice) -> None:
         with contextlib.suppress(Exception):
             device.session.close()
-        client.close()
 
-    return DeviceHandle(lambda: open_imaging_device(client, options), close)
+    return DeviceHandle(lambda: open_imaging_device(client, options), close, release=client.close)
 
 
 def build_service(
