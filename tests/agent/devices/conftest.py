@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import httpx
 import pytest
 
 from agent.devices.semphony import ImagingDevice, ImagingGuardrails, ImagingInterface, SemphonyClient, Session
@@ -22,6 +25,18 @@ class Rig:
     client: SemphonyClient
     core: SimulatedControlServer
     server: SemphonyServer | None
+
+
+def hanging_client() -> tuple[SemphonyClient, threading.Event]:
+    """An HTTP Semphony client whose every request hangs, and an event set once a request is in progress."""
+    entered = threading.Event()
+
+    async def hang(request: httpx.Request) -> httpx.Response:
+        entered.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    return SemphonyClient("http://semphony.invalid", "key", transport=httpx.MockTransport(hang)), entered
 
 
 @pytest.fixture(autouse=True)

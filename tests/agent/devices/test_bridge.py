@@ -6,11 +6,11 @@ import asyncio
 import threading
 import time
 
-import httpx
 import pytest
 
-from agent.devices.semphony import SemphonyApiError, SemphonyClient
+from agent.devices.semphony import SemphonyApiError
 from agent.devices.semphony._bridge import BridgeClosedError, LoopThread
+from tests.agent.devices.conftest import hanging_client
 
 
 def _call_in_thread(fn: object) -> tuple[threading.Thread, list[BaseException | object]]:
@@ -65,14 +65,7 @@ def test_run_after_stop_is_refused_without_leaking_the_coroutine() -> None:
 
 
 def test_client_close_interrupts_a_hanging_device_request() -> None:
-    entered = threading.Event()
-
-    async def hang(request: httpx.Request) -> httpx.Response:
-        entered.set()
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
-
-    client = SemphonyClient("http://semphony.invalid", "key", transport=httpx.MockTransport(hang))
+    client, entered = hanging_client()
     thread, outcome = _call_in_thread(lambda: client.invoke_capability(1, 1, "stage.move_to", {"x": 1}))
     assert entered.wait(5)
     client.close()

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
-import httpx
 import pytest
 
 from agent.devices.semphony import SemphonyApiError, SemphonyClient
 from agent.instructions.context import DeviceHandle
+from tests.agent.devices.conftest import hanging_client
 
 
 async def test_close_runs_closer_then_release_in_order() -> None:
@@ -31,14 +30,7 @@ def test_release_runs_even_when_the_device_was_never_opened() -> None:
 
 
 async def test_a_hung_device_call_does_not_hold_up_close() -> None:
-    entered = threading.Event()
-
-    async def hang(request: httpx.Request) -> httpx.Response:
-        entered.set()
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
-
-    client = SemphonyClient("http://semphony.invalid", "key", transport=httpx.MockTransport(hang))
+    client, entered = hanging_client()
     closed: list[str] = []
     handle: DeviceHandle[SemphonyClient] = DeviceHandle(
         lambda: client, lambda c: closed.append("session"), release=client.close, close_timeout_s=0.5
