@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -291,14 +291,7 @@ def run_daemon_from_config(config_file: Path | None, *, stop_bridge: Any | None 
         print(f"em-agent: configuration error: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG
     configure_logging(settings.logging)
-    return _run_process(run_daemon(settings, stop_bridge=stop_bridge, stall_exit=True))
-
-
-def _run_process(main: Coroutine[Any, Any, int]) -> int:
-    try:
-        return asyncio.run(main)
-    finally:
-        stall.disarm()
+    return stall.run(run_daemon(settings, stop_bridge=stop_bridge, stall_exit=True))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -316,7 +309,7 @@ def _run(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_CONFIG
     configure_logging(settings.logging)
-    return _run_process(run_daemon(settings, stall_exit=True))
+    return stall.run(run_daemon(settings, stall_exit=True))
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -198,7 +198,4 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
     )
-    try:
-        return asyncio.run(run_forever(args))
-    finally:
-        stall.disarm()
+    return stall.run(run_forever(args))

@@ -10,12 +10,16 @@ and exit with status 1 if it is still alive after the given time.
 
 from __future__ import annotations
 
+import asyncio
 import faulthandler
 import logging
 import sys
-from typing import TextIO
+from collections.abc import Coroutine
+from typing import Any, TextIO, TypeVar
 
-__all__ = ["arm", "disarm"]
+__all__ = ["arm", "disarm", "run"]
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("agent.service")
 
@@ -48,3 +52,12 @@ def arm(after_s: float) -> bool:
 def disarm() -> None:
     """Cancel a pending :func:`arm` (harmless when none is armed)."""
     faulthandler.cancel_dump_traceback_later()
+
+
+def run(main: Coroutine[Any, Any, _T]) -> _T:
+    """``asyncio.run(main)`` for a process entry point, then cancel any exit :func:`arm` set while it ran: once
+    the loop has closed, the stop it guarded is over."""
+    try:
+        return asyncio.run(main)
+    finally:
+        disarm()

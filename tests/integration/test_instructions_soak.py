@@ -148,9 +148,10 @@ def test_soak(tmp_path: Path, compat: str) -> None:
             stop_s = time.monotonic() - stop_started
             semphony.stop()
 
-    tail = log.read_text(errors="replace")[-3000:]
+    log_text = log.read_text(errors="replace")
+    tail = log_text[-3000:]
     # A clean, prompt stop (a stall would exit 1 with every thread's stack in the log).
-    stall_dump = log.read_text(errors="replace")[-12000:]
+    stall_dump = log_text[-12000:]
     assert agent.returncode == 0, (agent.returncode, stall_dump)
     assert stop_s < 15, (round(stop_s, 1), stall_dump)
     if pending:

@@ -56,3 +56,16 @@ def test_disarm_cancels_the_exit() -> None:
 
 def test_disarm_without_arm_is_harmless() -> None:
     stall.disarm()
+
+
+def test_run_disarms_an_exit_armed_during_the_loop() -> None:
+    code = (
+        "import time\nfrom agent.service import stall\n"
+        "async def main():\n    stall.arm(0.5)\n    return 3\n"
+        "assert stall.run(main()) == 3\ntime.sleep(1.0)\nprint('alive')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "alive"
