@@ -9,8 +9,16 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
+
+from testbed.toolenv import (
+    EPUPLAYER_REQUIREMENTS,
+    SMARTEM_REQUIREMENTS,
+    ToolUnavailableError,
+    ensure_tool_venv,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLES_DIR = Path(os.environ.get("EM_AGENT_SAMPLES_DIR", REPO_ROOT.parent / "shared" / "epu-samples"))
@@ -18,6 +26,32 @@ SAMPLES_DIR = Path(os.environ.get("EM_AGENT_SAMPLES_DIR", REPO_ROOT.parent / "sh
 
 def _require(flag: str) -> bool:
     return os.environ.get(flag, "") not in ("", "0", "false", "no")
+
+
+def skip_or_fail(flag: str, message: str) -> NoReturn:
+    """Skip the test, or fail it when the ``EM_AGENT_REQUIRE_*`` switch ``flag`` is set (as CI sets them)."""
+    if _require(flag):
+        pytest.fail(f"{message} (required: {flag}=1)")
+    pytest.skip(message)
+
+
+def _tool_bin(flag: str, name: str, requirements: tuple[str, ...]) -> Path:
+    try:
+        return ensure_tool_venv(name, requirements)
+    except ToolUnavailableError as exc:
+        skip_or_fail(flag, f"{name} tool venv unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def smartem_tool_bin() -> Path:
+    """``bin`` folder of the Python 3.12 venv holding the real SmartEM backend (``smartem-decisions``)."""
+    return _tool_bin("EM_AGENT_REQUIRE_SMARTEM", "smartem", SMARTEM_REQUIREMENTS)
+
+
+@pytest.fixture(scope="session")
+def epuplayer_tool_bin() -> Path:
+    """``bin`` folder of the Python 3.12 venv holding the real ``epuplayer`` (``smartem-epuplayer``)."""
+    return _tool_bin("EM_AGENT_REQUIRE_EPUPLAYER", "epuplayer", EPUPLAYER_REQUIREMENTS)
 
 
 @pytest.fixture(scope="session")
