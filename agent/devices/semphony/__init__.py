@@ -13,7 +13,7 @@ Usage (as in the Semphony reference)::
 The methods are synchronous; async code calls them with ``await asyncio.to_thread(...)``.
 """
 
-from agent.devices.errors import SemphonyApiError, SemphonyGuardrailException
+from agent.devices.errors import SemphonyApiError, SemphonyGuardrailException, SemphonyUnsupportedError
 from agent.devices.guardrails import ImagingGuardrails, StageSoftLimits
 from agent.devices.models import AcquisitionConfig, AcquisitionResult
 from agent.devices.semphony.client import Run, SemphonyClient, Session, run
@@ -43,6 +43,7 @@ __all__ = [
     "SemphonyApiError",
     "SemphonyClient",
     "SemphonyGuardrailException",
+    "SemphonyUnsupportedError",
     "Session",
     "StageSoftLimits",
     "load_roi_from_fs",
