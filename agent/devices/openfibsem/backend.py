@@ -9,6 +9,7 @@ the microscope, and closing is bounded even while a call hangs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from agent.devices.control_core import ControlCoreBackend
@@ -78,11 +79,17 @@ class OpenFibsemBackend(ControlCoreBackend):
     The microscope is connected at the first attachment, not here, so building the backend never blocks.
     """
 
-    def __init__(self, config: OpenFibsemConfig | None = None, *, device_slug: str = "sem-001") -> None:
+    def __init__(
+        self,
+        config: OpenFibsemConfig | None = None,
+        *,
+        device_slug: str = "sem-001",
+        connect: Callable[[], Any] | None = None,
+    ) -> None:
         cfg = config or OpenFibsemConfig()
-        self.server = OpenFibsemControlServer(
-            lambda: connect_microscope(cfg), config=cfg, device_slug=device_slug
-        )
+        # ``connect`` (blocking) returns a connected FibsemMicroscope; by default the configuration's.
+        opener = connect if connect is not None else lambda: connect_microscope(cfg)
+        self.server = OpenFibsemControlServer(opener, config=cfg, device_slug=device_slug)
         super().__init__(self.server)
 
     async def attach(

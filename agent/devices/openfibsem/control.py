@@ -155,10 +155,17 @@ class OpenFibsemControlServer(ControlCore):
         return self.instrument
 
     async def aclose(self) -> None:
-        """Disconnect (bounded by ``stop_timeout_s``; skipped while a call is hung) and stop the worker."""
+        """Disconnect (bounded by ``stop_timeout_s``) and stop the worker.
+
+        While a call is still running (its caller was cancelled by the close) the disconnect is not queued
+        behind it: the connection is left to the worker, which ends after that call.
+        """
         instrument, self.instrument = self.instrument, None
+        busy = self.worker.running
+        if busy is not None:
+            log.warning("device.openfibsem_close_while_busy", extra={"call": busy})
         try:
-            if instrument is not None and self.worker.busy_overdue is None:
+            if instrument is not None and busy is None:
                 await self.worker.call(
                     "disconnect", instrument.microscope.disconnect, timeout_s=self.config.stop_timeout_s
                 )

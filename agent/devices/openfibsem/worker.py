@@ -53,6 +53,12 @@ class DeviceWorker:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._overdue: _Overdue | None = None
+        self._running: str | None = None
+
+    @property
+    def running(self) -> str | None:
+        """The label of the call running now, if any."""
+        return self._running
 
     @property
     def busy_overdue(self) -> str | None:
@@ -72,12 +78,15 @@ class DeviceWorker:
                 return
             if not job.future.set_running_or_notify_cancel():
                 continue  # the caller gave up before the call started
+            self._running = job.label
             try:
                 result = job.fn()
             except BaseException as exc:  # handed to the awaiting caller, never lost
                 job.future.set_exception(exc)
             else:
                 job.future.set_result(result)
+            finally:
+                self._running = None
             overdue = self._overdue
             if overdue is not None and overdue.future is job.future:
                 self._overdue = None
