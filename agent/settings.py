@@ -138,7 +138,9 @@ class DeviceSettings(BaseModel):
     """``[device]``: the microscope backend; ``none`` disables device-moving instructions."""
 
     backend: Literal["none", "simulator", "semphony", "openfibsem"] = Field(
-        "none", description="Device backend switch."
+        "none",
+        description="Device backend: none, simulator (in process), semphony (a control server over HTTP) "
+        "or openfibsem (a microscope through OpenFIBSEM; extra openfibsem).",
     )
     url: str | None = Field(None, description="Semphony control server URL (backend = 'semphony').")
     api_key: SecretStr | None = Field(None, description="Semphony API key (environment only).")
@@ -150,7 +152,8 @@ class DeviceSettings(BaseModel):
         1.0, ge=0, description="Scales simulated durations (pump, vent, stage travel); 0 = instantaneous."
     )
     openfibsem: OpenFibsemConfig = Field(
-        default_factory=OpenFibsemConfig, description="[device.openfibsem] (backend = 'openfibsem')."
+        default_factory=OpenFibsemConfig,
+        description="The OpenFIBSEM backend (backend = 'openfibsem'): which microscope, and time limits.",
     )
     athena_url: str | None = Field(
         None, description="Athena decision-service URL; None declines reorder/skip."
