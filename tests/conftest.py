@@ -2,6 +2,7 @@
 
 Tests that need ``../shared/epu-samples`` or a broker skip when they are absent, unless CI sets
 ``EM_AGENT_REQUIRE_SAMPLES=1`` / ``EM_AGENT_REQUIRE_AMQP=1``, in which case a missing resource fails the test.
+Likewise OpenFIBSEM (the ``openfibsem`` extra) with ``EM_AGENT_REQUIRE_OPENFIBSEM=1``.
 """
 
 from __future__ import annotations

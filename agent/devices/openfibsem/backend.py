@@ -9,6 +9,9 @@ the microscope, and closing is bounded even while a call hangs.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +21,8 @@ from agent.devices.openfibsem.config import OpenFibsemConfig
 from agent.devices.openfibsem.control import OpenFibsemControlServer
 
 __all__ = ["OpenFibsemBackend", "connect_microscope"]
+
+log = logging.getLogger(__name__)
 
 #: Ports OpenFIBSEM's own session setup uses for each manufacturer.
 _DEFAULT_PORTS = {"Demo": 7520, "ThermoFisher": 7520, "Tescan": 8300}
@@ -30,8 +35,14 @@ def connect_microscope(config: OpenFibsemConfig) -> Any:
     not drive.
     """
     try:
-        from fibsem import manufacturers
-        from fibsem.utils import load_microscope_configuration
+        # OpenFIBSEM prints its configuration path when first imported; the agent's stdout is for its reports
+        # (`em-agent check`), so the line goes to the debug log instead.
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            from fibsem import manufacturers
+            from fibsem.utils import load_microscope_configuration
+        if printed.getvalue().strip():
+            log.debug("device.openfibsem_import_output", extra={"output": printed.getvalue().strip()})
     except ImportError as exc:
         raise SemphonyApiError(
             f"device.backend = 'openfibsem' needs OpenFIBSEM: pip install 'em-agent[openfibsem]' ({exc})",
