@@ -86,11 +86,17 @@ def render_example() -> str:
     """The example configuration text."""
     lines: list[str] = [HEADER]
     _render_fields(Settings, "", lines)
-    for name, info in Settings.model_fields.items():
-        model = _section_model(info)
-        if model is None:
-            continue
-        lines.append(f"[{name}]")
-        lines.extend(_comment(info))
-        _render_fields(model, f"{name}.", lines)
+    _render_sections(Settings, "", lines)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _render_sections(model: type[BaseModel], prefix: str, lines: list[str]) -> None:
+    """Each section of ``model`` as ``[prefix.name]``, its own sub-sections after it (``[device.openfibsem]``)."""
+    for name, info in model.model_fields.items():
+        section = _section_model(info)
+        if section is None:
+            continue
+        lines.append(f"[{prefix}{name}]")
+        lines.extend(_comment(info))
+        _render_fields(section, f"{prefix}{name}.", lines)
+        _render_sections(section, f"{prefix}{name}.", lines)

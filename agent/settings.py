@@ -25,6 +25,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from agent.devices.openfibsem.config import OpenFibsemConfig
 from agent.ingest.config import IngestConfig
 from agent.instructions.config import ExecutorConfig
 from agent.logging_setup import REDACTOR, LoggingConfig
@@ -136,7 +137,11 @@ class BackendSettings(BaseModel):
 class DeviceSettings(BaseModel):
     """``[device]``: the microscope backend; ``none`` disables device-moving instructions."""
 
-    backend: Literal["none", "simulator", "semphony"] = Field("none", description="Device backend switch.")
+    backend: Literal["none", "simulator", "semphony", "openfibsem"] = Field(
+        "none",
+        description="Device backend: none, simulator (in process), semphony (a control server over HTTP) "
+        "or openfibsem (a microscope through OpenFIBSEM; extra openfibsem).",
+    )
     url: str | None = Field(None, description="Semphony control server URL (backend = 'semphony').")
     api_key: SecretStr | None = Field(None, description="Semphony API key (environment only).")
     api_key_file: Path | None = Field(None, description="File holding the Semphony API key.")
@@ -145,6 +150,10 @@ class DeviceSettings(BaseModel):
     simulator_seed: int = Field(0, description="Seed of the simulated specimen (backend = 'simulator').")
     simulator_time_factor: float = Field(
         1.0, ge=0, description="Scales simulated durations (pump, vent, stage travel); 0 = instantaneous."
+    )
+    openfibsem: OpenFibsemConfig = Field(
+        default_factory=OpenFibsemConfig,
+        description="The OpenFIBSEM backend (backend = 'openfibsem'): which microscope, and time limits.",
     )
     athena_url: str | None = Field(
         None, description="Athena decision-service URL; None declines reorder/skip."

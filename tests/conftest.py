@@ -2,6 +2,7 @@
 
 Tests that need ``../shared/epu-samples`` or a broker skip when they are absent, unless CI sets
 ``EM_AGENT_REQUIRE_SAMPLES=1`` / ``EM_AGENT_REQUIRE_AMQP=1``, in which case a missing resource fails the test.
+Likewise OpenFIBSEM (the ``openfibsem`` extra) with ``EM_AGENT_REQUIRE_OPENFIBSEM=1``.
 """
 
 from __future__ import annotations
@@ -76,3 +77,15 @@ def amqp_url() -> str:
             pytest.fail("RabbitMQ broker required but not reachable on 127.0.0.1:5672")
         pytest.skip("RabbitMQ broker not reachable on 127.0.0.1:5672")
     return url
+
+
+@pytest.fixture
+def openfibsem_demo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenFIBSEM (``fibsem``) is importable, with its DemoMicroscope's artificial delays off; skips (or
+    fails under EM_AGENT_REQUIRE_OPENFIBSEM=1) when the ``openfibsem`` extra is not installed."""
+    try:
+        import fibsem.microscopes.simulator  # noqa: F401
+    except ImportError as exc:
+        skip_or_fail("EM_AGENT_REQUIRE_OPENFIBSEM", f"OpenFIBSEM (fibsem) is not installed: {exc}")
+    # OpenFIBSEM's own switch: its demo sleeps 1 s per stage move unless told not to.
+    monkeypatch.setenv("FIBSEM_SIM_NO_DELAY", "1")

@@ -151,6 +151,8 @@ def check_device(settings: Settings) -> CheckResult:
         )
     if device.backend == "simulator":
         return CheckResult("device", True, "simulated SEM (no hardware)")
+    if device.backend == "openfibsem":
+        return check_openfibsem(settings)
     if not device.url:
         return CheckResult("device", False, "device.backend = 'semphony' needs device.url")
     try:
@@ -162,6 +164,32 @@ def check_device(settings: Settings) -> CheckResult:
     if resp.status_code in (401, 403):
         return CheckResult("device", False, f"Semphony rejected the API key ({resp.status_code})")
     return CheckResult("device", True, f"Semphony control server {device.url} answered {resp.status_code}")
+
+
+def check_openfibsem(settings: Settings) -> CheckResult:
+    """Connect through OpenFIBSEM, attach the microscope and read its metrics: that call must succeed."""
+    from agent.devices.errors import SemphonyApiError
+    from agent.devices.factory import create_client
+    from agent.devices.semphony import ImagingDevice
+
+    device = settings.device
+    client = create_client("openfibsem", openfibsem=device.openfibsem, device_slug=device.device_slug)
+    try:
+        with client.run(f"{device.run_name}-check").session() as session:
+            sem = ImagingDevice(client, device_slug=device.device_slug)
+            sem.attach(session)
+            metrics = sem.imaging.get_metrics()
+    except SemphonyApiError as exc:
+        return CheckResult("device", False, f"OpenFIBSEM: {exc}")
+    finally:
+        client.close()
+    info, stage = metrics["instrument"], metrics["stage"]
+    return CheckResult(
+        "device",
+        True,
+        f"OpenFIBSEM {info['manufacturer']} {info['model']} answered: vacuum {metrics['vacuum']['state']}, "
+        f"stage x={stage['x']:.3f} y={stage['y']:.3f} mm",
+    )
 
 
 def check_decisions(settings: Settings) -> CheckResult:

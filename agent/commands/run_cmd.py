@@ -154,6 +154,7 @@ def _compose_instructions(
             simulator=SimulatorConfig(
                 seed=settings.device.simulator_seed, time_factor=settings.device.simulator_time_factor
             ),
+            openfibsem=settings.device.openfibsem,
         )
     )
     try:
@@ -330,7 +331,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--state-dir", type=Path, default=None, metavar="DIR", help="durable state folder")
     parser.add_argument(
-        "--device", choices=["none", "simulator", "semphony"], default=None, help="microscope backend"
+        "--device",
+        choices=["none", "simulator", "semphony", "openfibsem"],
+        default=None,
+        help="microscope backend",
     )
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR")
     parser.set_defaults(func=_run)

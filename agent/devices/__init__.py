@@ -1,19 +1,26 @@
 """The device layer: the Semphony SDK surface over pluggable async backends, guardrails, the SEM simulator,
-the Semphony HTTP backend, the Athena decision-service client and image saving.
+the Semphony HTTP backend, the OpenFIBSEM backend, the Athena decision-service client and image saving.
 
-Subpackages: :mod:`agent.devices.semphony` (the SDK), :mod:`agent.devices.simulator` (the simulator).
+Subpackages: :mod:`agent.devices.semphony` (the SDK), :mod:`agent.devices.simulator` (the simulator),
+:mod:`agent.devices.openfibsem` (OpenFIBSEM). The wire protocol: :mod:`agent.devices.semphony_protocol`.
 """
 
 from agent.devices.athena import AthenaClient, DecisionRecord, area_id
 from agent.devices.backend import DeviceBackend
 from agent.devices.capabilities import ACTION_CAPABILITIES, Capability
 from agent.devices.connection import ImagingConnection
-from agent.devices.errors import AthenaError, SemphonyApiError, SemphonyGuardrailException
+from agent.devices.errors import (
+    AthenaError,
+    SemphonyApiError,
+    SemphonyGuardrailException,
+    SemphonyUnsupportedError,
+)
 from agent.devices.factory import BackendKind, create_backend, create_client
 from agent.devices.guardrails import DeviceState, ImagingGuardrails, StageSoftLimits, check_capability
 from agent.devices.http_backend import SemphonyHttpBackend
 from agent.devices.image_store import SavedImage, UnsafePathError, save_image
 from agent.devices.models import AcquisitionConfig, AcquisitionResult
+from agent.devices.openfibsem import OpenFibsemBackend, OpenFibsemConfig
 from agent.devices.simulator.config import SimulatorConfig
 from agent.devices.simulator_backend import SimulatorBackend
 
@@ -30,10 +37,13 @@ __all__ = [
     "DeviceState",
     "ImagingConnection",
     "ImagingGuardrails",
+    "OpenFibsemBackend",
+    "OpenFibsemConfig",
     "SavedImage",
     "SemphonyApiError",
     "SemphonyGuardrailException",
     "SemphonyHttpBackend",
+    "SemphonyUnsupportedError",
     "SimulatorBackend",
     "SimulatorConfig",
     "StageSoftLimits",

@@ -1,11 +1,12 @@
 """The narrow waist of the device layer: one small async interface to a Semphony-style control server.
 
-The Semphony SDK (:mod:`agent.devices.semphony`) is written against :class:`DeviceBackend` only. Two
-implementations exist, picked by one switch (``device.backend`` = ``"simulator"`` | ``"semphony"``, see
-:func:`agent.devices.factory.create_backend`):
+The Semphony SDK (:mod:`agent.devices.semphony`) is written against :class:`DeviceBackend` only. Three
+implementations exist, picked by one switch (``device.backend`` = ``"simulator"`` | ``"semphony"`` |
+``"openfibsem"``, see :func:`agent.devices.factory.create_backend`):
 
 * :class:`~agent.devices.simulator_backend.SimulatorBackend`: the SEM simulator in process;
-* :class:`~agent.devices.http_backend.SemphonyHttpBackend`: a Semphony control server over HTTP.
+* :class:`~agent.devices.http_backend.SemphonyHttpBackend`: a Semphony control server over HTTP;
+* :class:`~agent.devices.openfibsem.backend.OpenFibsemBackend`: a microscope through OpenFIBSEM, in process.
 
 Every method raises :class:`~agent.devices.errors.SemphonyApiError` on failure and
 :class:`~agent.devices.errors.SemphonyGuardrailException` when the server's guardrails refuse a command.

@@ -1,15 +1,16 @@
 """The device layer's exceptions (names and bases as in the Semphony SDK).
 
 Foreign exceptions (httpx, numpy, OS errors from the simulator) are translated into these at the boundary, so
-callers handle exactly two failure kinds: the device or server could not do it (:class:`SemphonyApiError`),
-or a guardrail refused it before anything moved (:class:`SemphonyGuardrailException`).
+callers handle exactly two failure kinds: the device or server could not do it (:class:`SemphonyApiError`,
+with :class:`SemphonyUnsupportedError` for a call the device cannot express at all), or a guardrail refused it
+before anything moved (:class:`SemphonyGuardrailException`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["AthenaError", "SemphonyApiError", "SemphonyGuardrailException"]
+__all__ = ["AthenaError", "SemphonyApiError", "SemphonyGuardrailException", "SemphonyUnsupportedError"]
 
 
 class SemphonyApiError(RuntimeError):
@@ -29,6 +30,21 @@ class SemphonyApiError(RuntimeError):
         if self.status_code is None:
             return self.message
         return f"{self.message} (HTTP {self.status_code})"
+
+
+class SemphonyUnsupportedError(SemphonyApiError):
+    """The attached device cannot express this call at all (HTTP 501); nothing was attempted.
+
+    A backend raises it instead of approximating a call it has no control for (OpenFIBSEM has no tilt
+    correction, no operator prompt), and for SDK features whose results the device's images cannot support
+    (image-based autofocus on a simulator whose frames do not depend on focus). It is a
+    :class:`SemphonyApiError`, so scripts written against the SDK reference handle it as one; the agent
+    acknowledges it ``declined`` with ``reason``.
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message, status_code=501, body={"unsupported": True, "reason": reason or message})
+        self.reason = reason or message
 
 
 class SemphonyGuardrailException(Exception):

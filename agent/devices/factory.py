@@ -1,4 +1,5 @@
-"""The one switch between device backends: ``"simulator"`` (in process) or ``"semphony"`` (HTTP)."""
+"""The one switch between device backends: ``"simulator"`` (in process), ``"semphony"`` (HTTP) or
+``"openfibsem"`` (OpenFIBSEM in process)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ from typing import Literal
 
 from agent.devices.backend import DeviceBackend
 from agent.devices.http_backend import SemphonyHttpBackend
+from agent.devices.openfibsem.backend import OpenFibsemBackend
+from agent.devices.openfibsem.config import OpenFibsemConfig
 from agent.devices.semphony.client import SemphonyClient
 from agent.devices.simulator.config import SimulatorConfig
 from agent.devices.simulator_backend import SimulatorBackend
 
 __all__ = ["BackendKind", "create_backend", "create_client"]
 
-BackendKind = Literal["simulator", "semphony"]
+BackendKind = Literal["simulator", "semphony", "openfibsem"]
 
 
 def create_backend(
@@ -22,18 +25,23 @@ def create_backend(
     api_key: str | None = None,
     simulator: SimulatorConfig | None = None,
     timeout: float = 60.0,
+    openfibsem: OpenFibsemConfig | None = None,
+    device_slug: str = "sem-001",
 ) -> DeviceBackend:
     """Build the backend ``kind`` names (the value of the ``device.backend`` setting).
 
-    ``"semphony"`` needs ``url`` and ``api_key``; ``"simulator"`` takes an optional :class:`SimulatorConfig`.
+    ``"semphony"`` needs ``url`` and ``api_key``; ``"simulator"`` takes an optional :class:`SimulatorConfig`;
+    ``"openfibsem"`` an optional :class:`OpenFibsemConfig` and the slug its microscope is attached by.
     """
     if kind == "simulator":
         return SimulatorBackend(simulator)
+    if kind == "openfibsem":
+        return OpenFibsemBackend(openfibsem, device_slug=device_slug)
     if kind == "semphony":
         if not url or not api_key:
             raise ValueError("device backend 'semphony' needs a URL and an API key")
         return SemphonyHttpBackend(url, api_key, timeout=timeout)
-    raise ValueError(f"unknown device backend {kind!r}; expected 'simulator' or 'semphony'")
+    raise ValueError(f"unknown device backend {kind!r}; expected 'simulator', 'semphony' or 'openfibsem'")
 
 
 def create_client(
@@ -43,7 +51,17 @@ def create_client(
     api_key: str | None = None,
     simulator: SimulatorConfig | None = None,
     timeout: float = 60.0,
+    openfibsem: OpenFibsemConfig | None = None,
+    device_slug: str = "sem-001",
 ) -> SemphonyClient:
     """A :class:`SemphonyClient` over :func:`create_backend`'s backend."""
-    backend = create_backend(kind, url=url, api_key=api_key, simulator=simulator, timeout=timeout)
+    backend = create_backend(
+        kind,
+        url=url,
+        api_key=api_key,
+        simulator=simulator,
+        timeout=timeout,
+        openfibsem=openfibsem,
+        device_slug=device_slug,
+    )
     return SemphonyClient.from_backend(backend)

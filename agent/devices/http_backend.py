@@ -1,19 +1,11 @@
 """The Semphony HTTP backend: the control server's REST API over httpx, authenticated with a Bearer API key.
 
-Paths (shared with the testbed's Semphony-compatible server)::
+Routes, bodies, status codes and capability ids come from :mod:`agent.devices.semphony_protocol`, which marks
+what the SDK reference states and what is assumed (shared with the testbed's Semphony-compatible server).
 
-    POST /api/runs                                              create or resume a run
-    GET  /api/runs/{run_id}
-    POST /api/runs/{run_id}/sessions                            open a session
-    POST /api/runs/{run_id}/sessions/{session_id}/close
-    PUT  /api/runs/{run_id}/sessions/{session_id}/guardrails    {"guardrails": {...} | null}
-    POST /api/runs/{run_id}/sessions/{session_id}/devices       attach a device
-    POST /api/runs/{run_id}/sessions/{session_id}/commands/{capability_id}
-    GET  /api/images/{image_id}                                 artifact bytes
-
-A guardrail refusal is HTTP 422 with ``{"detail": {"guardrail_type": ..., "details": {...}}}`` and becomes
-:class:`SemphonyGuardrailException`; any other non-2xx answer, a transport failure, or a non-JSON body (a
-login redirect page, say) becomes :class:`SemphonyApiError` carrying the status. Redirects are not followed,
+A guardrail refusal becomes :class:`SemphonyGuardrailException`, a call the device cannot express
+:class:`SemphonyUnsupportedError`; any other non-2xx answer, a transport failure, or a non-JSON body (a login
+redirect page, say) becomes :class:`SemphonyApiError` carrying the status. Redirects are not followed,
 because a redirect from an API endpoint means "go and log in", never success.
 The API key never appears in errors.
 """
@@ -21,12 +13,19 @@ The API key never appears in errors.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
 from agent.devices.backend import DeviceBackend
-from agent.devices.errors import SemphonyApiError, SemphonyGuardrailException
+from agent.devices.errors import SemphonyApiError
+from agent.devices.semphony_protocol import (
+    ROUTES,
+    Route,
+    attach_body,
+    error_from_response,
+    guardrails_body,
+    run_body,
+)
 
 __all__ = ["SemphonyHttpBackend"]
 
@@ -62,7 +61,8 @@ class SemphonyHttpBackend(DeviceBackend):
             )
         return self._client
 
-    async def _request(self, method: str, path: str, body: Any = None) -> httpx.Response:
+    async def _request(self, route: Route, body: Any = None, **params: object) -> httpx.Response:
+        method, path = route.method, route.path(**params)
         try:
             response = await self._http().request(method, path, json=body)
         except httpx.TimeoutException as exc:
@@ -78,24 +78,20 @@ class SemphonyHttpBackend(DeviceBackend):
             detail = response.json().get("detail")
         except (ValueError, AttributeError):
             detail = response.text[:200]
-        if response.status_code == 422 and isinstance(detail, dict) and "guardrail_type" in detail:
-            raise SemphonyGuardrailException(str(detail["guardrail_type"]), dict(detail.get("details") or {}))
-        message = detail if isinstance(detail, str) and detail else response.reason_phrase
-        raise SemphonyApiError(f"{method} {path}: {message}", status_code=response.status_code, body=detail)
+        raise error_from_response(f"{method} {path}", response.status_code, detail, response.reason_phrase)
 
-    async def _json(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        response = await self._request(method, path, body)
+    async def _json(self, route: Route, body: Any = None, **params: object) -> dict[str, Any]:
+        response = await self._request(route, body, **params)
+        label = f"{route.method} {route.path(**params)}"
         try:
             data = response.json()
         except ValueError as exc:
             kind = response.headers.get("content-type", "unknown")
             raise SemphonyApiError(
-                f"{method} {path}: expected JSON, got {kind} (login page?)", status_code=response.status_code
+                f"{label}: expected JSON, got {kind} (login page?)", status_code=response.status_code
             ) from exc
         if not isinstance(data, dict):
-            raise SemphonyApiError(
-                f"{method} {path}: expected a JSON object", status_code=response.status_code
-            )
+            raise SemphonyApiError(f"{label}: expected a JSON object", status_code=response.status_code)
         return data
 
     async def create_run(
@@ -107,27 +103,28 @@ class SemphonyHttpBackend(DeviceBackend):
         system: str | None = None,
     ) -> dict[str, Any]:
         """See :meth:`DeviceBackend.create_run`."""
-        body = {"name": name, "resume": resume, "metadata": metadata, "system": system}
-        return await self._json("POST", "/api/runs", body)
+        body = run_body(name, resume=resume, metadata=metadata, system=system)
+        return await self._json(ROUTES.create_run, body)
 
     async def get_run(self, run_id: int) -> dict[str, Any]:
         """See :meth:`DeviceBackend.get_run`."""
-        return await self._json("GET", f"/api/runs/{int(run_id)}")
+        return await self._json(ROUTES.get_run, run_id=int(run_id))
 
     async def create_session(self, run_id: int) -> dict[str, Any]:
         """See :meth:`DeviceBackend.create_session`."""
-        return await self._json("POST", f"/api/runs/{int(run_id)}/sessions", {})
+        return await self._json(ROUTES.create_session, {}, run_id=int(run_id))
 
     async def close_session(self, run_id: int, session_id: int) -> dict[str, Any]:
         """See :meth:`DeviceBackend.close_session`."""
-        return await self._json("POST", f"/api/runs/{int(run_id)}/sessions/{int(session_id)}/close", {})
+        return await self._json(ROUTES.close_session, {}, run_id=int(run_id), session_id=int(session_id))
 
     async def set_guardrails(
         self, run_id: int, session_id: int, guardrails: dict[str, Any] | None
     ) -> dict[str, Any]:
         """See :meth:`DeviceBackend.set_guardrails`."""
-        path = f"/api/runs/{int(run_id)}/sessions/{int(session_id)}/guardrails"
-        return await self._json("PUT", path, {"guardrails": guardrails})
+        return await self._json(
+            ROUTES.set_guardrails, guardrails_body(guardrails), run_id=int(run_id), session_id=int(session_id)
+        )
 
     async def attach(
         self,
@@ -140,19 +137,24 @@ class SemphonyHttpBackend(DeviceBackend):
         force_close: bool = False,
     ) -> dict[str, Any]:
         """See :meth:`DeviceBackend.attach`."""
-        body = {"device_slug": device_slug, "device_id": device_id, "kind": kind, "force_close": force_close}
-        return await self._json("POST", f"/api/runs/{int(run_id)}/sessions/{int(session_id)}/devices", body)
+        body = attach_body(device_slug=device_slug, device_id=device_id, kind=kind, force_close=force_close)
+        return await self._json(ROUTES.attach_device, body, run_id=int(run_id), session_id=int(session_id))
 
     async def invoke(
         self, run_id: int, session_id: int, capability_id: str, payload: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         """See :meth:`DeviceBackend.invoke`."""
-        path = f"/api/runs/{int(run_id)}/sessions/{int(session_id)}/commands/{quote(capability_id, safe='')}"
-        return await self._json("POST", path, payload or {})
+        return await self._json(
+            ROUTES.invoke,
+            payload or {},
+            run_id=int(run_id),
+            session_id=int(session_id),
+            capability_id=capability_id,
+        )
 
     async def download(self, image_id: str) -> bytes:
         """See :meth:`DeviceBackend.download`."""
-        response = await self._request("GET", f"/api/images/{quote(str(image_id), safe='')}")
+        response = await self._request(ROUTES.download_image, image_id=str(image_id))
         return response.content
 
     async def close(self) -> None:

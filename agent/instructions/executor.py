@@ -8,7 +8,8 @@ sequence number, then arrival order.
 
 Outcome rules (design.md "Instructions"): expired -> ``declined`` without running; unknown type ->
 ``declined`` listing the known types; invalid payload -> ``declined`` with the validation message; guardrail
-violation -> ``declined`` with the guardrail type and details; device, decision-service or handler error ->
+violation -> ``declined`` with the guardrail type and details; a call the device cannot express (OpenFIBSEM has no
+tilt correction, say) -> ``declined`` with the reason; device, decision-service or handler error ->
 ``failed``; time limit exceeded -> ``failed``; otherwise ``processed`` with the handler's JSON result.
 """
 
@@ -26,7 +27,12 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
-from agent.devices.errors import AthenaError, SemphonyApiError, SemphonyGuardrailException
+from agent.devices.errors import (
+    AthenaError,
+    SemphonyApiError,
+    SemphonyGuardrailException,
+    SemphonyUnsupportedError,
+)
 from agent.instructions.config import ExecutorConfig
 from agent.instructions.context import Call, HandlerContext
 from agent.instructions.errors import InstructionDeclined, InstructionFailed
@@ -220,6 +226,11 @@ class Executor:
             return Outcome.declined(exc.message, **to_jsonable_python(exc.details, fallback=str))
         except InstructionFailed as exc:
             return Outcome.failed(exc.message, **to_jsonable_python(exc.details, fallback=str))
+        except SemphonyUnsupportedError as exc:
+            # The device cannot express the call at all: nothing was attempted, so it is a refusal.
+            return Outcome.declined(
+                f"not available on this device: {exc.reason}", unsupported=True, reason=exc.reason
+            )
         except SemphonyApiError as exc:
             return Outcome.failed(f"device error: {exc}", status_code=exc.status_code)
         except AthenaError as exc:

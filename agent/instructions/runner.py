@@ -22,6 +22,7 @@ from pathlib import Path
 from agent.devices.athena import AthenaClient
 from agent.devices.factory import create_client
 from agent.devices.guardrails import ImagingGuardrails
+from agent.devices.openfibsem.config import OpenFibsemConfig
 from agent.devices.semphony import ImagingDevice, SemphonyClient
 from agent.devices.simulator.config import SimulatorConfig
 from agent.instructions.acks import ApiAckSender
@@ -43,7 +44,7 @@ STALL_MARGIN_S = 20.0
 
 @dataclass
 class DeviceOptions:
-    """How to reach the microscope: ``backend`` none | simulator | semphony (HTTP)."""
+    """How to reach the microscope: ``backend`` none | simulator | semphony (HTTP) | openfibsem."""
 
     backend: str = "none"
     url: str | None = None
@@ -52,6 +53,7 @@ class DeviceOptions:
     run_name: str = "em-agent"
     guardrails: ImagingGuardrails = field(default_factory=ImagingGuardrails)
     simulator: SimulatorConfig | None = None
+    openfibsem: OpenFibsemConfig | None = None
 
 
 def open_imaging_device(client: SemphonyClient, options: DeviceOptions) -> ImagingDevice:
@@ -69,7 +71,12 @@ def build_device_handle(options: DeviceOptions) -> DeviceHandle[ImagingDevice] |
     if options.backend == "none":
         return None
     client = create_client(
-        options.backend, url=options.url, api_key=options.api_key, simulator=options.simulator
+        options.backend,
+        url=options.url,
+        api_key=options.api_key,
+        simulator=options.simulator,
+        openfibsem=options.openfibsem,
+        device_slug=options.device_slug,
     )
 
     def close(device: ImagingDevice) -> None:
@@ -113,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--agent-id", required=True)
     p.add_argument("--session-id", required=True)
     p.add_argument("--state-dir", required=True, type=Path)
-    p.add_argument("--device", default="none", choices=["none", "simulator", "semphony"])
+    p.add_argument("--device", default="none", choices=["none", "simulator", "semphony", "openfibsem"])
     p.add_argument("--device-url", default=None, help=f"Semphony URL (API key from ${API_KEY_ENV})")
     p.add_argument("--device-slug", default="sem-001")
     p.add_argument("--athena-url", default=None, help="Athena decision-service URL")

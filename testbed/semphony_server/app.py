@@ -1,6 +1,7 @@
 """A Semphony-compatible control server over the SEM simulator (FastAPI).
 
-The REST paths are those :class:`agent.devices.http_backend.SemphonyHttpBackend` uses; all of them need
+The REST routes, bodies and error encodings are those of :mod:`agent.devices.semphony_protocol`, which
+:class:`agent.devices.http_backend.SemphonyHttpBackend` also reads (so the two cannot drift apart); all need
 ``Authorization: Bearer <api key>``. The control logic (sessions, guardrails, dispatch) is
 :class:`agent.devices.simulator.control.SimulatedControlServer`, shared with the in-process backend.
 
@@ -13,16 +14,27 @@ Test and operator extras (same auth): ``POST /testbed/faults`` (``{"acquire_time
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Body, Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.devices.errors import SemphonyApiError, SemphonyGuardrailException
+from agent.devices.errors import SemphonyApiError, SemphonyGuardrailException, SemphonyUnsupportedError
+from agent.devices.semphony_protocol import (
+    GUARDRAIL_STATUS,
+    ROUTES,
+    UNSUPPORTED_STATUS,
+    Route,
+    guardrail_error_detail,
+    unsupported_error_detail,
+)
 from agent.devices.simulator.control import SimulatedControlServer
 
 __all__ = ["create_app"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 class _RunBody(BaseModel):
@@ -52,6 +64,11 @@ class _FaultsBody(BaseModel):
     stale_latest_positions: int = Field(0, ge=0)
 
 
+def _route(app: FastAPI, route: Route, dependencies: list[Any]) -> Callable[[_F], _F]:
+    """Register a handler for ``route`` (method and path both from the protocol module)."""
+    return app.api_route(route.template, methods=[route.method], dependencies=dependencies)
+
+
 def create_app(core: SimulatedControlServer, *, api_key: str) -> FastAPI:
     """The FastAPI app serving ``core``; requests must carry ``Bearer <api_key>``."""
     if not api_key:
@@ -65,12 +82,13 @@ def create_app(core: SimulatedControlServer, *, api_key: str) -> FastAPI:
 
     @app.exception_handler(SemphonyApiError)
     async def _api_error(request: Request, exc: SemphonyApiError) -> JSONResponse:
+        if isinstance(exc, SemphonyUnsupportedError):
+            return JSONResponse({"detail": unsupported_error_detail(exc)}, status_code=UNSUPPORTED_STATUS)
         return JSONResponse({"detail": exc.message}, status_code=exc.status_code or 500)
 
     @app.exception_handler(SemphonyGuardrailException)
     async def _guardrail(request: Request, exc: SemphonyGuardrailException) -> JSONResponse:
-        detail = {"guardrail_type": exc.guardrail_type, "details": exc.details}
-        return JSONResponse({"detail": detail}, status_code=422)
+        return JSONResponse({"detail": guardrail_error_detail(exc)}, status_code=GUARDRAIL_STATUS)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -78,31 +96,31 @@ def create_app(core: SimulatedControlServer, *, api_key: str) -> FastAPI:
 
     api = [Depends(authorised)]
 
-    @app.post("/api/runs", dependencies=api)
+    @_route(app, ROUTES.create_run, api)
     async def create_run(body: _RunBody) -> dict[str, Any]:
         return core.create_run(body.name, resume=body.resume, metadata=body.metadata, system=body.system)
 
-    @app.get("/api/runs/{run_id}", dependencies=api)
+    @_route(app, ROUTES.get_run, api)
     async def get_run(run_id: int) -> dict[str, Any]:
         return core.get_run(run_id)
 
-    @app.post("/api/runs/{run_id}/sessions", dependencies=api)
+    @_route(app, ROUTES.create_session, api)
     async def create_session(run_id: int) -> dict[str, Any]:
         return core.create_session(run_id)
 
-    @app.get("/api/runs/{run_id}/sessions/{session_id}", dependencies=api)
+    @_route(app, ROUTES.get_session, api)
     async def get_session(run_id: int, session_id: int) -> dict[str, Any]:
         return core.get_session(run_id, session_id)
 
-    @app.post("/api/runs/{run_id}/sessions/{session_id}/close", dependencies=api)
+    @_route(app, ROUTES.close_session, api)
     async def close_session(run_id: int, session_id: int) -> dict[str, Any]:
         return core.close_session(run_id, session_id)
 
-    @app.put("/api/runs/{run_id}/sessions/{session_id}/guardrails", dependencies=api)
+    @_route(app, ROUTES.set_guardrails, api)
     async def set_guardrails(run_id: int, session_id: int, body: _GuardrailsBody) -> dict[str, Any]:
         return core.set_guardrails(run_id, session_id, body.guardrails)
 
-    @app.post("/api/runs/{run_id}/sessions/{session_id}/devices", dependencies=api)
+    @_route(app, ROUTES.attach_device, api)
     async def attach(run_id: int, session_id: int, body: _AttachBody) -> dict[str, Any]:
         return core.attach(
             run_id,
@@ -113,7 +131,7 @@ def create_app(core: SimulatedControlServer, *, api_key: str) -> FastAPI:
             force_close=body.force_close,
         )
 
-    @app.post("/api/runs/{run_id}/sessions/{session_id}/commands/{capability_id}", dependencies=api)
+    @_route(app, ROUTES.invoke, api)
     async def command(
         run_id: int,
         session_id: int,
@@ -122,16 +140,16 @@ def create_app(core: SimulatedControlServer, *, api_key: str) -> FastAPI:
     ) -> dict[str, Any]:
         return await core.invoke(run_id, session_id, capability_id, payload)
 
-    @app.get("/api/images/{image_id}", dependencies=api)
+    @_route(app, ROUTES.download_image, api)
     async def image(image_id: str) -> Response:
         stored = core.image(image_id)
         return Response(stored.png, media_type="image/png", headers={"X-Image-Id": stored.image_id})
 
-    @app.get("/api/prompts", dependencies=api)
+    @_route(app, ROUTES.list_prompts, api)
     async def prompts() -> list[dict[str, Any]]:
         return core.pending_prompts()
 
-    @app.post("/api/prompts/{prompt_id}/continue", dependencies=api)
+    @_route(app, ROUTES.continue_prompt, api)
     async def continue_prompt(prompt_id: int) -> dict[str, Any]:
         return core.continue_prompt(prompt_id)
 

@@ -51,9 +51,11 @@ def result_of(row: dict[str, Any]) -> Any:
 @dataclass
 class World:
     backend: BackendServer
-    semphony: SemphonyServer
+    semphony: SemphonyServer | None
     session_id: str
     state_dir: Path
+    #: How the agent reaches its microscope; None: the world's Semphony server over HTTP.
+    device: DeviceOptions | None = None
 
     async def wait_acked(self, instruction_id: str, within_s: float = 20.0) -> dict[str, Any]:
         deadline = time.monotonic() + within_s
@@ -83,13 +85,11 @@ async def running_service(
 ) -> AsyncIterator[InstructionService]:
     """An InstructionService in this process, wired to the world's backend and Semphony server over HTTP."""
     db = open_database(world.state_dir)
-    handle = (
-        build_device_handle(
-            DeviceOptions(backend="semphony", url=world.semphony.url, api_key=world.semphony.api_key)
-        )
-        if device
-        else None
-    )
+    options = world.device
+    if options is None:
+        assert world.semphony is not None
+        options = DeviceOptions(backend="semphony", url=world.semphony.url, api_key=world.semphony.api_key)
+    handle = build_device_handle(options) if device else None
     sse = SSEAgentClient(
         world.backend.url,
         AGENT_ID,

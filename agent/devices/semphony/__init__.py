@@ -10,10 +10,11 @@ Usage (as in the Semphony reference)::
         sem.stage.move_to(1.0, 2.0)
         result = sem.imaging.acquire(AcquisitionConfig(fov_um=50), download=True)
 
-The methods are synchronous; async code calls them with ``await asyncio.to_thread(...)``.
+The methods are synchronous; async code calls them with ``await asyncio.to_thread(...)``. The same surface is
+importable under the reference's own names from the top-level ``semphony`` package (re-exports of this one).
 """
 
-from agent.devices.errors import SemphonyApiError, SemphonyGuardrailException
+from agent.devices.errors import SemphonyApiError, SemphonyGuardrailException, SemphonyUnsupportedError
 from agent.devices.guardrails import ImagingGuardrails, StageSoftLimits
 from agent.devices.models import AcquisitionConfig, AcquisitionResult
 from agent.devices.semphony.client import Run, SemphonyClient, Session, run
@@ -43,6 +44,7 @@ __all__ = [
     "SemphonyApiError",
     "SemphonyClient",
     "SemphonyGuardrailException",
+    "SemphonyUnsupportedError",
     "Session",
     "StageSoftLimits",
     "load_roi_from_fs",

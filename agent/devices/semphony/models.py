@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from agent.autofocus.models import AutofocusConfig, AutofocusResult
 from agent.devices.errors import SemphonyApiError
 from agent.devices.guardrails import ImagingGuardrails, StageSoftLimits
 from agent.devices.models import AcquisitionConfig, AcquisitionResult
+from agent.roi.models import FindRoiResult, RoiSpec
 
 if TYPE_CHECKING:
     from agent.roi import SavedRoi
@@ -14,7 +16,11 @@ if TYPE_CHECKING:
 __all__ = [
     "AcquisitionConfig",
     "AcquisitionResult",
+    "AutofocusConfig",
+    "AutofocusResult",
+    "FindRoiResult",
     "ImagingGuardrails",
+    "RoiSpec",
     "StageSoftLimits",
     "load_roi_from_fs",
 ]

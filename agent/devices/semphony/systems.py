@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent.devices.capabilities import Capability
-from agent.devices.errors import SemphonyApiError
+from agent.devices.errors import SemphonyApiError, SemphonyUnsupportedError
 from agent.devices.guardrails import DeviceState, check_capability, needs_state
 from agent.devices.models import AcquisitionConfig, AcquisitionResult
 from agent.devices.semphony.client import SemphonyClient, Session
@@ -54,6 +54,8 @@ class _AttachedDevice:
         self.device_slug = device_slug
         self.device_id = device_id
         self._session: Session | None = None
+        #: SDK features the attached device declined (``autofocus``, ``find_roi``), with the reason.
+        self.unsupported: dict[str, str] = {}
 
     @property
     def session(self) -> Session:
@@ -77,7 +79,17 @@ class _AttachedDevice:
         )
         self.device_id = int(data["device_id"])
         self.device_slug = str(data["device_slug"])
+        unsupported = data.get("unsupported") or {}
+        self.unsupported = {str(k): str(v) for k, v in dict(unsupported).items()}
         self._session = session
+
+    def _decline_if_unsupported(self, feature: str) -> None:
+        """Raise :class:`SemphonyUnsupportedError` when the device declared ``feature`` unsupported."""
+        reason = self.unsupported.get(feature)
+        if reason is not None:
+            raise SemphonyUnsupportedError(
+                f"{feature} is not available on {self.device_slug}: {reason}", reason=reason
+            )
 
     def _invoke(self, capability: str, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
         session = self.session
@@ -306,6 +318,7 @@ class ImagingInterface:
 
     def autofocus(self, config: AutofocusConfig) -> AutofocusResult:
         """Iterative autofocus and auto-stigmation (``agent.autofocus``; needs the ``autofocus`` extra)."""
+        self._device._decline_if_unsupported("autofocus")
         try:
             from agent.autofocus import run_autofocus
         except ImportError as exc:
@@ -358,6 +371,7 @@ class ImagingInterface:
         min_confidence: float = 0.25,
     ) -> FindRoiResult:
         """Navigate back to a saved ROI by correlative matching (``agent.roi``; needs the ``roi`` extra)."""
+        self._device._decline_if_unsupported("find_roi")
         try:
             from agent.roi import find_roi
         except ImportError as exc:

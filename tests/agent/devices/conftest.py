@@ -1,4 +1,5 @@
-"""Fixtures: a Semphony client over each backend (in-process simulator, HTTP through the testbed server)."""
+"""Fixtures: a Semphony client over each backend (in-process simulator, HTTP through the testbed server, and,
+where a test asks for it, OpenFIBSEM's DemoMicroscope)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from agent.devices.control_core import ControlCore
+from agent.devices.openfibsem import OpenFibsemBackend
 from agent.devices.semphony import ImagingDevice, ImagingGuardrails, ImagingInterface, SemphonyClient, Session
 from agent.devices.simulator import SimulatedControlServer, SimulatorConfig
 from agent.devices.simulator_backend import SimulatorBackend
@@ -23,7 +26,7 @@ class Rig:
     """A client, the control-server core behind it, and (for HTTP) the server."""
 
     client: SemphonyClient
-    core: SimulatedControlServer
+    core: SimulatedControlServer | ControlCore
     server: SemphonyServer | None
 
 
@@ -45,7 +48,15 @@ def _fast_acquire_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def make_rig(kind: str, config: SimulatorConfig = FAST) -> Iterator[Rig]:
-    """Yield a rig of ``kind`` ('simulator' or 'http') and tear it down."""
+    """Yield a rig of ``kind`` ('simulator', 'http' or 'openfibsem') and tear it down."""
+    if kind == "openfibsem":
+        of_backend = OpenFibsemBackend()
+        client = SemphonyClient.from_backend(of_backend)
+        try:
+            yield Rig(client, of_backend.server, None)
+        finally:
+            client.close()
+        return
     if kind == "simulator":
         backend = SimulatorBackend(config)
         client = SemphonyClient.from_backend(backend)
@@ -64,7 +75,9 @@ def make_rig(kind: str, config: SimulatorConfig = FAST) -> Iterator[Rig]:
 
 @pytest.fixture(params=["simulator", "http"])
 def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
-    """A rig over each backend."""
+    """A rig over each backend (tests add 'openfibsem' with ``parametrize(..., indirect=True)``)."""
+    if request.param == "openfibsem":
+        request.getfixturevalue("openfibsem_demo")
     yield from make_rig(str(request.param))
 
 
