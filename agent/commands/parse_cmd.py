@@ -192,6 +192,9 @@ def run_validate(args: argparse.Namespace) -> int:
     if not args.quiet:
         for note in report.notes:
             print(f"note: {note}")
+    # What the folder lacks (an import still works) is shown even with --quiet: it is what a user must know.
+    for finding in report.findings:
+        print(f"finding: {finding}")
     if report.ok:
         print(f"OK {report.root}: {report.files_checked} files checked ({counts})")
         return EXIT_OK
