@@ -179,6 +179,11 @@ def _replay(args: argparse.Namespace) -> int:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 1
     print(file=sys.stderr)
+    # Unknown event kinds and fields (a newer or different recorder) are reported and skipped, not fatal.
+    for warning in result.warnings[:20]:
+        print(f"warning: {warning}", file=sys.stderr)
+    if len(result.warnings) > 20:
+        print(f"... and {len(result.warnings) - 20} more warnings", file=sys.stderr)
     for mismatch in result.hash_mismatches[:5]:
         print(f"hash mismatch: {mismatch}", file=sys.stderr)
     print(
@@ -186,6 +191,7 @@ def _replay(args: argparse.Namespace) -> int:
             {
                 "applied": result.applied,
                 "skipped": result.skipped,
+                "warnings": len(result.warnings),
                 "hash_mismatches": len(result.hash_mismatches),
                 "seconds": round(result.wall_s, 3),
                 "time_compression": round(result.compression, 1),
