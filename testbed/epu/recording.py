@@ -594,7 +594,13 @@ class Recorder:
                 stat = path.stat()
                 extra = {"mtime": stat.st_mtime, "atime": stat.st_atime}
             self._emit(self._full_event(kind, rel, path, data, extra))
-        elif len(data) > known.size and sha256_hex(data[: known.size]) == known.digest:
+        elif (
+            len(data) > known.size
+            and sha256_hex(data[: known.size]) == known.digest
+            # A placeholder grows by a full "modified" event: epuplayer's replayer appends nothing for an
+            # "appended" placeholder, while it rewrites a "modified" one at its new size.
+            and not (self.skip_binary_content and not self._is_text(path, data))
+        ):
             appended = data[known.size :]
             event = self._full_event("appended", rel, path, appended, {"append_size": len(appended)})
             self._emit(
