@@ -2,7 +2,8 @@
 
 ``parse`` prints what one EPU file, or every EPU file under a folder, parses into (a one-line summary per
 file, or one JSON object per line with ``--json``); exit 1 if any file fails. ``validate`` checks an EPU
-folder's structure and exits 1 with the list of problems.
+folder's structure and exits 1 with the list of problems; what a partial or archived folder lacks (and the
+parents an import would build from file paths) is listed as findings, worded as ``ingest --once`` reports them.
 """
 
 from __future__ import annotations
