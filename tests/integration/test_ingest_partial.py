@@ -9,6 +9,7 @@ paths is completed by an update when its own file comes later.
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def test_images_disc_only_folder_of_a_generated_session(tmp_path: Path, compat: 
 
 
 async def test_live_parent_built_after_the_bound_is_completed_by_its_file(
-    tmp_path: Path, compat: Compat
+    tmp_path: Path, compat: Compat, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Micrographs arrive alone; after ``parent_wait_s`` their holes, squares, grid and acquisition are built and
     everything is posted. Then the rest of the session arrives and completes those same entities by updates:
@@ -80,6 +81,7 @@ async def test_live_parent_built_after_the_bound_is_completed_by_its_file(
         flush_retry_max_s=1.0,
         status_interval_s=5,
     )
+    caplog.set_level(logging.INFO, logger="agent.ingest.service")
     with BackendServer(tmp_path / "backend.db", compat=compat) as server:
         db = open_database(tmp_path / "state")
         client = AsyncSmartEMAPIClient(
@@ -99,6 +101,10 @@ async def test_live_parent_built_after_the_bound_is_completed_by_its_file(
             assert snap["parents_synthesized"]["gridsquare"] == len(squares)
             posted = snap["entities_posted"]
             assert posted["micrograph"] == len(manifest.micrographs)
+            built = [r for r in caplog.records if getattr(r, "event", None) == "ingest.parent_synthesized"]
+            # Logged once each (by kind and natural id), as many as the status line counts.
+            keys = [(r.kind, r.natural_id) for r in built]  # type: ignore[attr-defined]
+            assert len(keys) == len(set(keys)) == sum(snap["parents_synthesized"].values())
 
             await asyncio.to_thread(copy, rest)
             assert await service.wait_until_posted(timeout_s=60, quiet_s=3), service.snapshot()
