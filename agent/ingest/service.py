@@ -383,23 +383,26 @@ class IngestService:
                         contributions.extend(self.builder.atlas_contributions(acq, atlas))
                     elif Path(atlas_path).is_file():
                         fetch.append(atlas_path)
+            completed: list[Contribution] = []
             if contributions:
                 result = IngestStore.apply_contributions(conn, contributions, now, render)
                 self.metrics.entities_enqueued += result.enqueued
-                for done in result.completed:
-                    self.metrics.parents_completed += 1
-                    log.info(
-                        "ingest.parent_completed",
-                        extra={
-                            "event": "ingest.parent_completed",
-                            "kind": done.kind.value,
-                            "natural_id": done.natural_id,
-                            "acquisition_key": done.acq_key,
-                            "uuid": done.uuid,
-                            "source": done.source,
-                        },
-                    )
+                completed = result.completed
         self.metrics.commits += 1
+        # Logged once committed: a synthesized parent whose own file has now arrived (once per entity).
+        for done in completed:
+            self.metrics.parents_completed += 1
+            log.info(
+                "ingest.parent_completed",
+                extra={
+                    "event": "ingest.parent_completed",
+                    "kind": done.kind.value,
+                    "natural_id": done.natural_id,
+                    "acquisition_key": done.acq_key,
+                    "uuid": done.uuid,
+                    "source": done.source,
+                },
+            )
         return fetch
 
     # ------------------------------------------------------------------ synthesized parents

@@ -467,11 +467,12 @@ class IngestStore:
                 ).fetchall()
                 built: dict[str, Contribution] = {}
                 for child_uuid, child_kind, acq, parent_uuid in rows:
-                    if parent_uuid in tried:
+                    if parent_uuid in built or child_uuid in tried:
                         continue
-                    tried.add(str(parent_uuid))
+                    tried.add(str(child_uuid))
                     fields = IngestStore.merged_fields(conn, str(child_uuid))
                     contribution = build(EntityKind(child_kind), str(acq), fields)
+                    # A child that cannot place its parent leaves it to a sibling that can.
                     if contribution is not None and contribution.uuid == parent_uuid:
                         built[contribution.uuid] = contribution
                 if not built:
