@@ -49,6 +49,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     gen.add_argument(
         "--rename-writes", type=float, default=0.0, help="probability a file is written by rename"
     )
+    gen.add_argument(
+        "--rename-rewrites",
+        action="store_true",
+        help="write every rewrite of a file by rename, never in place",
+    )
+    gen.add_argument(
+        "--rename-pause",
+        type=float,
+        default=0.0,
+        help="seconds between finishing a temporary file and its rename",
+    )
     gen.add_argument("--no-previews", action="store_true", help="do not write JPEG previews")
     gen.add_argument("--quiet", action="store_true", help="no progress on stderr")
     gen.set_defaults(func=_generate)
@@ -105,6 +116,8 @@ def _generate(args: argparse.Namespace) -> int:
             disorder=args.disorder,
             partial_writes=args.partial_writes,
             rename_writes=args.rename_writes,
+            rename_rewrites=args.rename_rewrites,
+            rename_pause_s=args.rename_pause,
             previews=not args.no_previews,
         )
         generator = SessionGenerator(args.out, config)
@@ -179,6 +192,11 @@ def _replay(args: argparse.Namespace) -> int:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 1
     print(file=sys.stderr)
+    # Unknown event kinds and fields (a newer or different recorder) are reported and skipped, not fatal.
+    for warning in result.warnings[:20]:
+        print(f"warning: {warning}", file=sys.stderr)
+    if len(result.warnings) > 20:
+        print(f"... and {len(result.warnings) - 20} more warnings", file=sys.stderr)
     for mismatch in result.hash_mismatches[:5]:
         print(f"hash mismatch: {mismatch}", file=sys.stderr)
     print(
@@ -186,6 +204,7 @@ def _replay(args: argparse.Namespace) -> int:
             {
                 "applied": result.applied,
                 "skipped": result.skipped,
+                "warnings": len(result.warnings),
                 "hash_mismatches": len(result.hash_mismatches),
                 "seconds": round(result.wall_s, 3),
                 "time_compression": round(result.compression, 1),

@@ -1,9 +1,13 @@
 """``em-agent ingest DIR``: import an EPU folder into the backend (``--once``), or keep watching it.
 
-``--once`` exits when every file found has been posted (exit 0), or with 1 when the folder went quiet with
-entities that cannot be posted (orphans whose parent never appeared, rejected rows; they stay in the state
-database for the next run), or 2 on a configuration error. ``--dry-run`` parses and reports without a backend,
-using a throw-away state database. A progress bar is shown on stderr when it is a terminal.
+``--once`` exits when every file found has been posted (exit 0), or with 1 when something could not be posted at
+all: entities the backend rejected or that still wait for a parent (they stay in the state database for the next
+run), files that could not be parsed, or a folder without any EPU file; 2 on a configuration error. Parents whose
+own files are missing (a partial or archived folder) are built from their children's paths once the whole folder
+has been read, so they do not count as failures. The final report lists what the folder lacked (no
+``EpuSession.dm``, no ``Metadata/``, atlas not found, parents synthesized; see :mod:`converters.findings`) and
+what could not be posted. ``--dry-run`` parses and reports without a backend, using a throw-away state
+database. A progress bar is shown on stderr when it is a terminal.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.ingest.config import IngestConfig
 from agent.state.database import Database, open_database
+from converters.findings import Finding, FindingCode
 
 if TYPE_CHECKING:
     from agent.ingest.service import IngestService
@@ -70,6 +75,8 @@ def _config(args: argparse.Namespace, base: IngestConfig | None) -> IngestConfig
         # A backlog: parse on every core and send each entity once, complete, after the scan.
         data["parse_processes"] = min(2, os.cpu_count() or 1)
         data["hold_flush_until_scanned"] = True
+        # The whole folder has been read: a parent whose file is not there will not come (archived, partial).
+        data["synthesize_when_scanned"] = True
     if args.parse_processes is not None:
         data["parse_processes"] = args.parse_processes
     return IngestConfig.model_validate(data)
@@ -148,6 +155,11 @@ async def _main(args: argparse.Namespace, config: IngestConfig, settings: Any) -
     finally:
         await service.stop()
         report = {**service.snapshot(), "datastore": service.datastore_info()}
+        findings = await asyncio.to_thread(service.findings)
+        report["findings"] = [f.as_dict() for f in findings]
+        report["not_posted"] = _not_posted(report, findings, dry_run=args.dry_run, posted=code == 0)
+        if code == 0 and report["not_posted"]:
+            code = 1
         if args.json:
             print(json.dumps(report, default=str), flush=True)
         else:
@@ -158,6 +170,23 @@ async def _main(args: argparse.Namespace, config: IngestConfig, settings: Any) -
         if tmp is not None:
             tmp.cleanup()
     return code
+
+
+def _not_posted(report: dict[str, Any], findings: list[Finding], *, dry_run: bool, posted: bool) -> list[str]:
+    """What could not be posted at all (a non-empty list makes the exit code 1)."""
+    out: list[str] = []
+    if any(f.code is FindingCode.NO_EPU_FILES for f in findings):
+        out.append("no EPU files found: nothing to post")
+    failed = report["datastore"]["files"].get("failed", 0)
+    if failed:
+        out.append(f"{failed} file(s) could not be parsed (see 'last error' and the log)")
+    orphans = sum(report["orphans"].values())
+    if orphans:
+        out.append(f"{orphans} entities wait for a parent that could not be built: {report['orphans']}")
+    if not dry_run and not posted and not orphans:
+        depth = report["outbox_depth"]
+        out.append(f"{depth} entities not confirmed by the backend (rejected, or it was unavailable)")
+    return out
 
 
 def _print_report(report: dict[str, Any], *, dry_run: bool) -> None:
@@ -174,6 +203,17 @@ def _print_report(report: dict[str, Any], *, dry_run: bool) -> None:
         )
     if report["orphans"]:
         print(f"orphans: {report['orphans']} (oldest {report['oldest_orphan_age_s']} s)")
+    if report["parents_synthesized"]:
+        print(
+            f"parents synthesized from file paths: {report['parents_synthesized']}"
+            f" (completed since by their own files: {report['parents_completed'] or 0})"
+        )
+    if report["findings"]:
+        print("the folder lacked:")
+        for finding in report["findings"]:
+            print(f"  {finding['folder']}: {finding['message']}")
+    for line in report["not_posted"]:
+        print(f"not posted: {line}")
     if report["last_error"]:
         print(f"last error: {report['last_error']}")
     sys.stdout.flush()

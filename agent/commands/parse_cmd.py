@@ -2,7 +2,8 @@
 
 ``parse`` prints what one EPU file, or every EPU file under a folder, parses into (a one-line summary per
 file, or one JSON object per line with ``--json``); exit 1 if any file fails. ``validate`` checks an EPU
-folder's structure and exits 1 with the list of problems.
+folder's structure and exits 1 with the list of problems; what a partial or archived folder lacks (and the
+parents an import would build from file paths) is listed as findings, worded as ``ingest --once`` reports them.
 """
 
 from __future__ import annotations
@@ -192,6 +193,9 @@ def run_validate(args: argparse.Namespace) -> int:
     if not args.quiet:
         for note in report.notes:
             print(f"note: {note}")
+    # What the folder lacks (an import still works) is shown even with --quiet: it is what a user must know.
+    for finding in report.findings:
+        print(f"finding: {finding}")
     if report.ok:
         print(f"OK {report.root}: {report.files_checked} files checked ({counts})")
         return EXIT_OK

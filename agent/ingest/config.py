@@ -54,6 +54,23 @@ class IngestConfig(BaseModel):
         description="Send nothing until the start-up scan is parsed: every entity of a backlog then goes out "
         "once, complete, in batches, instead of a create followed by updates (used by 'ingest --once').",
     )
+    synthesize_parents: bool = Field(
+        default=True,
+        description="Build a minimal parent (foil hole, grid square, grid, acquisition) from its children's paths "
+        "when the parent's own file does not appear (partial or archived folders: no Metadata/, no FoilHoles/ "
+        "image, no EpuSession.dm), so that every child reaches the backend. The parent's file, if it comes "
+        "later, completes the same entity by an update.",
+    )
+    parent_wait_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds a child waits for its parent's own file before the parent is built from its path.",
+    )
+    synthesize_when_scanned: bool = Field(
+        default=False,
+        description="Build missing parents at once when the start-up scan's files are all processed, before "
+        "anything is sent (a backlog import has seen the whole folder; used by 'ingest --once').",
+    )
     parse_batch: int = Field(
         default=32,
         ge=1,

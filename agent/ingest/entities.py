@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from agent.ingest.identity import EntityKind, acquisition_key, entity_uuid
-from agent.ingest.store import Contribution, Render
+from agent.ingest.store import SYNTHESIZED_RANK, SYNTHESIZED_SOURCE, BuildParent, Contribution, Render
 from converters.entity_converter import EntityConverter
 from converters.merge import provided_fields
 from converters.models import (
@@ -139,8 +139,14 @@ class ContributionBuilder:
         ]
 
     def _square(
-        self, acq: str, square: GridSquareData, kind: EpuFileKind, fields: dict[str, Any], order: str = ""
+        self,
+        acq: str,
+        square: GridSquareData,
+        kind: EpuFileKind | None,
+        fields: dict[str, Any],
+        order: str = "",
     ) -> Contribution:
+        """A grid-square contribution of file ``kind`` (``None``: synthesized from its children's paths)."""
         uuid = entity_uuid(acq, EntityKind.GRIDSQUARE, square.gridsquare_id)
         grid_uuid = entity_uuid(acq, EntityKind.GRID, acq)
         return Contribution(
@@ -149,15 +155,21 @@ class ContributionBuilder:
             acq,
             square.gridsquare_id,
             grid_uuid,
-            kind.value,
-            SOURCE_RANK[kind],
+            SYNTHESIZED_SOURCE if kind is None else kind.value,
+            SYNTHESIZED_RANK if kind is None else SOURCE_RANK[kind],
             order,
             {**fields, "gridsquare_id": square.gridsquare_id, "uuid": uuid, "grid_uuid": grid_uuid},
         )
 
     def _hole(
-        self, acq: str, hole: FoilHoleData, kind: EpuFileKind, fields: dict[str, Any], order: str = ""
+        self,
+        acq: str,
+        hole: FoilHoleData,
+        kind: EpuFileKind | None,
+        fields: dict[str, Any],
+        order: str = "",
     ) -> Contribution:
+        """A foil-hole contribution of file ``kind`` (``None``: synthesized from its children's paths)."""
         uuid = entity_uuid(acq, EntityKind.FOILHOLE, hole.foilhole_id)
         square_uuid = entity_uuid(acq, EntityKind.GRIDSQUARE, str(hole.gridsquare_id))
         return Contribution(
@@ -166,8 +178,8 @@ class ContributionBuilder:
             acq,
             hole.foilhole_id,
             square_uuid,
-            kind.value,
-            SOURCE_RANK[kind],
+            SYNTHESIZED_SOURCE if kind is None else kind.value,
+            SYNTHESIZED_RANK if kind is None else SOURCE_RANK[kind],
             order,
             {
                 **fields,
@@ -255,6 +267,82 @@ class ContributionBuilder:
         fields = {"fractions": parsed.fractions.model_dump(mode="json", exclude_none=True)}
         # Secondary: a fractions file alone does not make a micrograph.
         return self._micrograph(mic, EpuFileKind.FRACTIONS, fields, False)
+
+    # ------------------------------------------------------------ synthesized parents
+
+    def session_folder(self, acq: str) -> Path:
+        """The session folder an acquisition key stands for (the inverse of :meth:`acq_key`)."""
+        if acq == ".":
+            return self.watch_root
+        key = Path(acq)
+        return key if key.is_absolute() else self.watch_root / key
+
+    def synthesized_parent(
+        self, child_kind: EntityKind, acq: str, child: dict[str, Any]
+    ) -> Contribution | None:
+        """A minimal parent for a child whose parent's own file has not appeared, from what the child's path says.
+
+        A micrograph names its foil hole (``FoilHole_<id>_Data_...``) and lies in ``GridSquare_<id>/Data/``; a
+        foil hole names its grid square; a grid square belongs to the session folder's grid, and the grid to its
+        acquisition, both named after the folder when ``EpuSession.dm`` is missing. ``None`` when the child does
+        not say enough (a micrograph outside a ``GridSquare_<id>`` folder) or has no parent of its own to build
+        (atlases and tiles come from files that name their parents).
+        """
+        root = self.session_folder(acq)
+        session_root = str(root)
+        match child_kind:
+            case EntityKind.MICROGRAPH:
+                hole_id, square_id = child.get("foilhole_id"), child.get("gridsquare_id")
+                if not hole_id or not square_id:
+                    return None
+                fields = {"session_root": child.get("session_root") or session_root}
+                hole = FoilHoleData(foilhole_id=str(hole_id), gridsquare_id=str(square_id))
+                return self._hole(acq, hole, None, fields)
+            case EntityKind.FOILHOLE:
+                square_id = child.get("gridsquare_id")
+                if not square_id:
+                    return None
+                square = GridSquareData(gridsquare_id=str(square_id))
+                return self._square(acq, square, None, {"session_root": session_root})
+            case EntityKind.GRIDSQUARE:
+                grid_uuid = entity_uuid(acq, EntityKind.GRID, acq)
+                acq_uuid = entity_uuid(acq, EntityKind.ACQUISITION, acq)
+                grid = GridData(
+                    session_id=root.name, session_root=session_root, name=root.name, data_dir=session_root
+                )
+                fields = {**_dump(grid), "uuid": grid_uuid, "acquisition_uuid": acq_uuid}
+                return Contribution(
+                    EntityKind.GRID,
+                    grid_uuid,
+                    acq,
+                    acq,
+                    acq_uuid,
+                    SYNTHESIZED_SOURCE,
+                    SYNTHESIZED_RANK,
+                    "",
+                    fields,
+                )
+            case EntityKind.GRID:
+                acq_uuid = entity_uuid(acq, EntityKind.ACQUISITION, acq)
+                acquisition = AcquisitionData(session_id=root.name, session_root=session_root, name=root.name)
+                fields = {**_dump(acquisition), "uuid": acq_uuid}
+                return Contribution(
+                    EntityKind.ACQUISITION,
+                    acq_uuid,
+                    acq,
+                    acq,
+                    None,
+                    SYNTHESIZED_SOURCE,
+                    SYNTHESIZED_RANK,
+                    "",
+                    fields,
+                )
+        return None
+
+    @property
+    def parent_builder(self) -> BuildParent:
+        """:meth:`synthesized_parent` as the store's callable."""
+        return self.synthesized_parent
 
     # ------------------------------------------------------------------ atlas
 

@@ -12,6 +12,10 @@ Data flow and the guarantees each step gives:
   their outbox rows commit together, so a crash can lose only work that is redone on restart (the scan finds
   every file whose record is missing or stale).
 * The flusher sends the outbox, parents first (see :mod:`agent.ingest.flusher`).
+* A child whose parent's own file has not appeared within ``parent_wait_s`` (at once after the start-up scan with
+  ``synthesize_when_scanned``) gets a minimal parent built from its path (:meth:`IngestStore.synthesize_parents`),
+  logged once (``ingest.parent_synthesized``) and counted in ``agent.status``; the parent's file, if it comes
+  later, completes the same entity (``ingest.parent_completed``).
 
 A path is never parsed twice at the same time: an event for a path in flight is replayed after it committed,
 so an older parse can never overwrite a newer one.
@@ -36,9 +40,10 @@ from agent.ingest.entities import ContributionBuilder, norm_path
 from agent.ingest.flusher import IngestClient, OutboxFlusher
 from agent.ingest.parsing import Outcome, ParseBatch, ParseJob, Ready, parse_batch, parse_jobs, warm_up
 from agent.ingest.settle import Settler
-from agent.ingest.store import Contribution, IngestStore, OutboxItem
+from agent.ingest.store import SYNTHESIZED_WAITING, Contribution, IngestStore, OutboxItem
 from agent.ingest.watcher import FileWatcher
 from agent.state.database import Database
+from converters.findings import Finding, no_epu_files, parents_finding, session_folder_findings
 from converters.parse import ParsedAtlas
 from converters.paths import PathMap, classify_path
 
@@ -58,6 +63,8 @@ class IngestMetrics:
     incomplete_retries: int = 0
     entities_enqueued: int = 0
     commits: int = 0
+    parents_synthesized: int = 0
+    parents_completed: int = 0
     scan_done: bool = False
     scanned_files: int = 0
     last_error: str | None = None
@@ -115,6 +122,8 @@ class IngestService:
         self._confirm_listeners: list[Callable[[Sequence[OutboxItem]], None]] = []
         self._running = False
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        # Whether the parents missing after the start-up scan have been built (with synthesize_when_scanned).
+        self._scan_synthesized = not (config.synthesize_parents and config.synthesize_when_scanned)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -139,6 +148,8 @@ class IngestService:
             spawn(self._status_loop(), name="ingest-status"),
             spawn(self._scan(), name="ingest-scan"),
         ]
+        if self.config.synthesize_parents:
+            self._tasks.append(spawn(self._synthesis_loop(), name="ingest-synthesize"))
         if self.flusher is not None:
             self._tasks.append(spawn(self._run_flusher(self.flusher), name="ingest-flush"))
         log.info("ingest.started", extra={"event": "ingest.started", "watch_dir": str(self.config.watch_dir)})
@@ -372,11 +383,76 @@ class IngestService:
                         contributions.extend(self.builder.atlas_contributions(acq, atlas))
                     elif Path(atlas_path).is_file():
                         fetch.append(atlas_path)
+            completed: list[Contribution] = []
             if contributions:
                 result = IngestStore.apply_contributions(conn, contributions, now, render)
                 self.metrics.entities_enqueued += result.enqueued
+                completed = result.completed
         self.metrics.commits += 1
+        # Logged once committed: a synthesized parent whose own file has now arrived (once per entity).
+        for done in completed:
+            self.metrics.parents_completed += 1
+            log.info(
+                "ingest.parent_completed",
+                extra={
+                    "event": "ingest.parent_completed",
+                    "kind": done.kind.value,
+                    "natural_id": done.natural_id,
+                    "acquisition_key": done.acq_key,
+                    "uuid": done.uuid,
+                    "source": done.source,
+                },
+            )
         return fetch
+
+    # ------------------------------------------------------------------ synthesized parents
+
+    async def _synthesis_loop(self) -> None:
+        """Build the parents that children have waited for too long (see :meth:`IngestStore.synthesize_parents`)."""
+        if not self._scan_synthesized:
+            # A backlog import: once every file found by the scan is in the database, nothing else will come.
+            while self._files_busy():
+                await self._wait_changed(0.2)
+            await self.synthesize_now(time.time())
+            self._scan_synthesized = True
+            self._changed.set()
+        period = max(0.2, min(5.0, self.config.parent_wait_s / 4))
+        while True:
+            await asyncio.sleep(period)
+            await self.synthesize_now(time.time() - self.config.parent_wait_s)
+
+    async def synthesize_now(self, cutoff: float) -> int:
+        """Build the missing parents of the orphans first seen at or before ``cutoff``; returns how many."""
+        try:
+            made = await asyncio.to_thread(
+                self.store.synthesize_parents,
+                cutoff,
+                self.builder.parent_builder,
+                self.builder.renderer,
+                time.time(),
+            )
+        except Exception as exc:  # the orphans stay and are tried again next period
+            self._note_error(f"building missing parents failed: {exc}")
+            log.exception("ingest.synthesize_failed", extra={"event": "ingest.synthesize_failed"})
+            return 0
+        for built in made:
+            # Once per entity: a synthesized parent exists from now on, so it is never built again.
+            log.info(
+                "ingest.parent_synthesized",
+                extra={
+                    "event": "ingest.parent_synthesized",
+                    "kind": built.kind.value,
+                    "natural_id": built.natural_id,
+                    "acquisition_key": built.acq_key,
+                    "uuid": built.uuid,
+                },
+            )
+        if made:
+            self.metrics.parents_synthesized += len(made)
+            if self.flusher is not None:
+                self.flusher.wake()
+            self._changed.set()
+        return len(made)
 
     def _after_commit(self, outcome: Outcome) -> None:
         path = outcome.path
@@ -425,7 +501,11 @@ class IngestService:
         return bool(rows)
 
     def pipeline_busy(self) -> bool:
-        """Whether files are still waiting, being parsed or being committed."""
+        """Whether files are still waiting, being parsed or being committed, or the parents missing after the
+        start-up scan are still to be built."""
+        return self._files_busy() or not self._scan_synthesized
+
+    def _files_busy(self) -> bool:
         return bool(
             not self.metrics.scan_done
             or len(self.settler) - self.settler.retrying > 0
@@ -487,6 +567,7 @@ class IngestService:
     def snapshot(self) -> dict[str, Any]:
         """JSON-serialisable status: files seen, entities posted by kind, outbox depth, orphans, last error."""
         orphans = self.store.orphans()
+        synthesized = self.store.synthesized_counts()
         flush = self.flusher.metrics if self.flusher is not None else None
         last_error, last_at = self.metrics.last_error, self.metrics.last_error_at
         if (
@@ -507,6 +588,8 @@ class IngestService:
             "outbox_depth": self.store.outbox_depth(),
             "orphans": orphans["by_kind"],
             "oldest_orphan_age_s": orphans["oldest_age_s"],
+            "parents_synthesized": {kind: c["synthesized"] for kind, c in synthesized.items()},
+            "parents_completed": {kind: c["completed"] for kind, c in synthesized.items() if c["completed"]},
             "backend_available": None if flush is None else flush.unavailable_since is None,
             "last_error": last_error,
         }
@@ -520,6 +603,34 @@ class IngestService:
             "outbox_depth": self.store.outbox_depth(),
             "spilled_paths": self._spilled,
         }
+
+    def findings(self) -> list[Finding]:
+        """What the watched folder lacks, per session folder known to the state database (no ``EpuSession.dm``,
+        no ``Metadata/``, the atlas not found), and the parents built from paths that still wait for their own
+        files. Reads the state database and looks at the disk: call it from a worker thread."""
+        acquisitions = self.store.acquisition_fields()
+        if not acquisitions and not self.metrics.files_seen:
+            return [no_epu_files(self.config.watch_dir)]
+        out: list[Finding] = []
+        for acq, fields in sorted(acquisitions.items()):
+            folder = self.builder.session_folder(acq)
+            atlas_local = fields.get("atlas_local_path")
+            out.extend(
+                session_folder_findings(
+                    folder,
+                    has_session_file=fields["_synthesized"] != SYNTHESIZED_WAITING,
+                    has_metadata=(folder / "Metadata").is_dir(),
+                    atlas_path=fields.get("atlas_path"),
+                    atlas_found=bool(atlas_local) and Path(str(atlas_local)).is_file(),
+                )
+            )
+        waiting = {
+            kind: c["synthesized"] - c["completed"] for kind, c in self.store.synthesized_counts().items()
+        }
+        finding = parents_finding(self.config.watch_dir, waiting, done=True)
+        if finding is not None:
+            out.append(finding)
+        return out
 
     def orphan_info(self) -> dict[str, Any]:
         """Entities waiting for a parent that has not been seen: total, by kind, oldest age."""
@@ -548,6 +659,8 @@ class IngestService:
             "files_failed": m.files_failed,
             "incomplete_retries": m.incomplete_retries,
             "entities_enqueued": m.entities_enqueued,
+            "parents_synthesized": m.parents_synthesized,
+            "parents_completed": m.parents_completed,
             "commits": m.commits,
             "flusher": None if self.flusher is None else self.flusher.metrics.snapshot(),
         }

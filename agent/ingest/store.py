@@ -7,7 +7,12 @@ from the grid-square ``.dm``. When the merged payload differs from what the back
 *dirty* and has one row in the outbox; the flusher reads the current payload when it sends, so any number of
 rewrites of a file coalesce into one request. A row leaves the outbox only after the backend confirmed the payload
 version it was sent with. An outbox row whose parent entity has not been seen yet is an *orphan*; it waits in the
-database (surviving restarts) and becomes sendable as soon as the parent has been created on the backend.
+database (surviving restarts) and becomes sendable as soon as the parent has been created on the backend. A
+parent whose own file does not come within a bound is *synthesized* from what its children's paths say
+(:meth:`IngestStore.synthesize_parents`): a contribution of the lowest rank under the parent's deterministic UUID,
+so the parent's real file, if it appears later, completes the same entity by an update. ``synthesized`` in
+``ingest_entities`` is 0 for an entity known from its own files, 1 for a synthesized one still waiting for them,
+2 for a synthesized one that its own file has completed since.
 """
 
 from __future__ import annotations
@@ -24,7 +29,20 @@ from agent.ingest.identity import SEND_ORDER, EntityKind
 from agent.state.database import Database
 
 SCHEMA_COMPONENT = "ingest"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+#: Steps from one schema version to the next (see ``Database.ensure_schema``).
+_MIGRATIONS: dict[int, str] = {
+    2: "ALTER TABLE ingest_entities ADD COLUMN synthesized INTEGER NOT NULL DEFAULT 0",
+}
+
+#: Source name and merge rank of a parent built from its children's paths: below every file's rank, so any real
+#: source overrides every field it sets.
+SYNTHESIZED_SOURCE = "synthesized"
+SYNTHESIZED_RANK = -1
+
+#: ``ingest_entities.synthesized`` values.
+NOT_SYNTHESIZED, SYNTHESIZED_WAITING, SYNTHESIZED_COMPLETED = 0, 1, 2
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS ingest_files (
@@ -49,6 +67,7 @@ CREATE TABLE IF NOT EXISTS ingest_entities (
     created INTEGER NOT NULL DEFAULT 0,
     skipped INTEGER NOT NULL DEFAULT 0,
     ready INTEGER NOT NULL DEFAULT 0,
+    synthesized INTEGER NOT NULL DEFAULT 0,
     first_seen REAL NOT NULL,
     updated_at REAL NOT NULL
 );
@@ -147,6 +166,10 @@ class Contribution:
 Render = Callable[[EntityKind, dict[str, Any]], tuple[dict[str, Any], bool]]
 """Merged fields of one entity -> (wire payload, skip). ``skip`` keeps the entity off the backend."""
 
+BuildParent = Callable[[EntityKind, str, dict[str, Any]], "Contribution | None"]
+"""(child kind, acquisition key, child's merged fields) -> the synthesized contribution of the child's parent,
+or ``None`` when the child's fields do not say enough to place it."""
+
 
 @dataclass(frozen=True, slots=True)
 class FileRecord:
@@ -182,6 +205,8 @@ class ApplyResult:
     enqueued: int = 0
     unchanged: int = 0
     touched: set[str] = field(default_factory=set)
+    completed: list[Contribution] = field(default_factory=list)
+    """Real contributions that arrived for synthesized entities (the entity's own file appeared)."""
 
 
 class IngestStore:
@@ -189,7 +214,7 @@ class IngestStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        db.ensure_schema(SCHEMA_COMPONENT, SCHEMA_VERSION, _DDL)
+        db.ensure_schema(SCHEMA_COMPONENT, SCHEMA_VERSION, _DDL, _MIGRATIONS)
 
     # ----------------------------------------------------------------- files
 
@@ -256,7 +281,7 @@ class IngestStore:
         uuids = list(dict.fromkeys(c.uuid for c in contributions))
         # Every stored source of every entity concerned: (rank, order_key, fields dict or JSON text).
         sources: dict[str, dict[str, tuple[int, str, dict[str, Any] | str]]] = {u: {} for u in uuids}
-        entities: dict[str, tuple[str, str | None, int, int]] = {}
+        entities: dict[str, tuple[str, str | None, int, int, int]] = {}
         for chunk in _chunked(uuids, _IN_CHUNK):
             marks = ",".join("?" * len(chunk))
             for uuid, source, rank, order_key, fields_text in conn.execute(
@@ -264,14 +289,15 @@ class IngestStore:
                 chunk,
             ):
                 sources[uuid][source] = (int(rank), str(order_key), str(fields_text))
-            for uuid, p_hash, confirmed, skipped, ready in conn.execute(
-                "SELECT uuid, payload_hash, confirmed_hash, skipped, ready FROM ingest_entities "
+            for uuid, p_hash, confirmed, skipped, ready, synthesized in conn.execute(
+                "SELECT uuid, payload_hash, confirmed_hash, skipped, ready, synthesized FROM ingest_entities "
                 f"WHERE uuid IN ({marks})",
                 chunk,
             ):
-                entities[uuid] = (str(p_hash), confirmed, int(skipped), int(ready))
+                entities[uuid] = (str(p_hash), confirmed, int(skipped), int(ready), int(synthesized))
         meta: dict[str, Contribution] = {}
         primary: set[str] = set()
+        real: dict[str, Contribution] = {}
         upserts: dict[tuple[str, str], tuple[str, str, int, str, str]] = {}
         for c in contributions:
             held = sources[c.uuid].get(c.source)
@@ -287,6 +313,8 @@ class IngestStore:
             )
             if c.primary:
                 primary.add(c.uuid)
+                if c.source != SYNTHESIZED_SOURCE:
+                    real.setdefault(c.uuid, c)
             prev = meta.get(c.uuid)
             if prev is None or (c.parent_uuid is not None and prev.parent_uuid is None):
                 meta[c.uuid] = c
@@ -297,6 +325,16 @@ class IngestStore:
                 "order_key=excluded.order_key, fields=excluded.fields",
                 list(upserts.values()),
             )
+        completed = [
+            (SYNTHESIZED_COMPLETED, now, uuid)
+            for uuid in real
+            if (row := entities.get(uuid)) is not None and row[4] == SYNTHESIZED_WAITING
+        ]
+        if completed:
+            # The parent's own file came after it was built from its children's paths: the same entity (same
+            # uuid), now completed; the changed payload below goes out as an update.
+            conn.executemany("UPDATE ingest_entities SET synthesized=?, updated_at=? WHERE uuid=?", completed)
+            result.completed.extend(real[uuid] for _, _, uuid in completed)
         inserts: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
         enqueue: list[tuple[Any, ...]] = []
@@ -389,6 +427,98 @@ class IngestStore:
         )
         row = conn.execute("SELECT data FROM ingest_atlas_files WHERE path = ?", (path,)).fetchone()
         return None if row is None else str(row[0])
+
+    # ------------------------------------------------------- synthesized parents
+
+    @staticmethod
+    def merged_fields(conn: sqlite3.Connection, uuid: str) -> dict[str, Any]:
+        """The merged contribution fields of one entity (rank order, as :meth:`apply_contributions` merges)."""
+        rows = conn.execute(
+            "SELECT source, rank, order_key, fields FROM ingest_contributions WHERE uuid = ?", (uuid,)
+        ).fetchall()
+        merged: dict[str, Any] = {}
+        for _source, _rank, _order, fields in sorted(rows, key=lambda r: (int(r[1]), str(r[2]), str(r[0]))):
+            merged.update(json.loads(fields))
+        return merged
+
+    def synthesize_parents(
+        self, cutoff: float, build: BuildParent, render: Render, now: float
+    ) -> list[Contribution]:
+        """Build the missing parents of every orphan first seen at or before ``cutoff``; returns what was built.
+
+        An orphan here is an unsent child (in the outbox, neither skipped nor secondary-only) whose parent has no
+        primary source yet. ``build`` makes the parent's contribution from the child's fields (a foil hole from
+        a micrograph's ``FoilHole_<id>`` and ``GridSquare_<id>``, a grid square from its holes, the grid and the
+        acquisition from the session folder). A built parent may itself be an orphan, so this repeats up the
+        chain in the same transaction. Each built entity is marked ``synthesized`` and enqueued like any other.
+        """
+        made: list[Contribution] = []
+        tried: set[str] = set()
+        with self.db.transaction() as conn:
+            for _ in range(len(EntityKind)):
+                rows = conn.execute(
+                    "SELECT e.uuid, e.kind, e.acquisition_key, e.parent_uuid FROM ingest_outbox o "
+                    "JOIN ingest_entities e ON e.uuid = o.uuid "
+                    "LEFT JOIN ingest_entities p ON p.uuid = e.parent_uuid "
+                    "WHERE e.parent_uuid IS NOT NULL AND e.ready = 1 AND e.skipped = 0 "
+                    "AND (p.uuid IS NULL OR p.ready = 0) AND (e.first_seen <= ? OR e.synthesized = ?) "
+                    "ORDER BY o.priority DESC, e.first_seen",
+                    (cutoff, SYNTHESIZED_WAITING),
+                ).fetchall()
+                built: dict[str, Contribution] = {}
+                for child_uuid, child_kind, acq, parent_uuid in rows:
+                    if parent_uuid in built or child_uuid in tried:
+                        continue
+                    tried.add(str(child_uuid))
+                    fields = IngestStore.merged_fields(conn, str(child_uuid))
+                    contribution = build(EntityKind(child_kind), str(acq), fields)
+                    # A child that cannot place its parent leaves it to a sibling that can.
+                    if contribution is not None and contribution.uuid == parent_uuid:
+                        built[contribution.uuid] = contribution
+                if not built:
+                    break
+                IngestStore.apply_contributions(conn, built.values(), now, render)
+                conn.executemany(
+                    "UPDATE ingest_entities SET synthesized = ? WHERE uuid = ? AND synthesized = ?",
+                    [(SYNTHESIZED_WAITING, uuid, NOT_SYNTHESIZED) for uuid in built],
+                )
+                made.extend(built.values())
+        return made
+
+    def synthesized_counts(self) -> dict[str, dict[str, int]]:
+        """Per kind: parents built from their children's paths (``synthesized``) and how many of those their
+        own file has completed since (``completed``)."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT kind, COUNT(*), SUM(synthesized = ?) FROM ingest_entities WHERE synthesized > 0 "
+                "GROUP BY kind",
+                (SYNTHESIZED_COMPLETED,),
+            ).fetchall()
+        return {str(r[0]): {"synthesized": int(r[1]), "completed": int(r[2] or 0)} for r in rows}
+
+    def acquisition_fields(self) -> dict[str, dict[str, Any]]:
+        """Merged fields of every acquisition by acquisition key, with ``"_synthesized"``: the entity's mark."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT uuid, acquisition_key, synthesized FROM ingest_entities WHERE kind = ?",
+                (EntityKind.ACQUISITION.value,),
+            ).fetchall()
+            out: dict[str, dict[str, Any]] = {}
+            for uuid, acq, synthesized in rows:
+                out[str(acq)] = {
+                    **IngestStore.merged_fields(conn, str(uuid)),
+                    "_synthesized": int(synthesized),
+                }
+        return out
+
+    def atlas_known(self, acq_key: str) -> bool:
+        """Whether an atlas entity exists for this acquisition."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM ingest_entities WHERE kind = ? AND acquisition_key = ? LIMIT 1",
+                (EntityKind.ATLAS.value, acq_key),
+            ).fetchone()
+        return row is not None
 
     # ----------------------------------------------------------------- outbox
 
@@ -572,7 +702,13 @@ class IngestStore:
 
 
 __all__ = [
+    "NOT_SYNTHESIZED",
+    "SYNTHESIZED_COMPLETED",
+    "SYNTHESIZED_RANK",
+    "SYNTHESIZED_SOURCE",
+    "SYNTHESIZED_WAITING",
     "ApplyResult",
+    "BuildParent",
     "Contribution",
     "FileRecord",
     "IngestStore",

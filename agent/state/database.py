@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -54,11 +54,16 @@ class Database:
         with self._lock:
             yield self._conn
 
-    def ensure_schema(self, component: str, version: int, ddl: str) -> None:
-        """Create ``component``'s tables with ``ddl`` unless this version is already installed.
+    def ensure_schema(
+        self, component: str, version: int, ddl: str, migrations: Mapping[int, str] | None = None
+    ) -> None:
+        """Create ``component``'s tables with ``ddl``, or bring an older installed version up to ``version``.
 
-        ``ddl`` must be idempotent (``CREATE TABLE IF NOT EXISTS`` ...). A database from a newer agent version is
-        refused rather than silently misread.
+        ``ddl`` is the current schema and must be idempotent (``CREATE TABLE IF NOT EXISTS`` ...).
+        ``migrations[v]`` holds the statements that turn schema ``v - 1`` into ``v`` (``ALTER TABLE`` ...): a
+        database written by an older agent runs each step above its installed version, in order, in the same
+        transaction, before ``ddl`` creates whatever is new. A database from a newer agent version is refused
+        rather than silently misread.
         """
         with self.transaction() as conn:
             row = conn.execute(
@@ -69,6 +74,11 @@ class Database:
                     f"state database {self.path} has {component} schema v{row['version']}, "
                     f"newer than this agent's v{version}; upgrade em-agent or use another state directory"
                 )
+            if row is not None:
+                for step in range(int(row["version"]) + 1, version + 1):
+                    for statement in (migrations or {}).get(step, "").split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
             for statement in ddl.split(";"):
                 if statement.strip():
                     conn.execute(statement)

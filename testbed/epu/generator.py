@@ -113,6 +113,12 @@ class GeneratorConfig(BaseModel):
     partial_pause_s: float = Field(default=0.05, ge=0)
     rename_writes: float = Field(default=0.0, ge=0, le=1)
     """Probability that a file is written to a temporary name and renamed into place (a ``moved`` event)."""
+    rename_rewrites: bool = False
+    """Write every rewrite of an existing file (``EpuSession.dm``, grid-square ``.dm``) by rename, never in place.
+    A watcher that diffs sizes (epuplayer's recorder) mistakes an in-place rewrite for an append or a truncation."""
+    rename_pause_s: float = Field(default=0.0, ge=0)
+    """Pause between finishing a temporary file and renaming it into place. A watcher that reads each file
+    when its event arrives (epuplayer's recorder) loses a file renamed before it looked; this gives it time."""
     previews: bool = True
     """Write a JPEG preview next to every image XML, as EPU does."""
     storage_windows: str | None = None
@@ -598,7 +604,9 @@ class SessionGenerator:
         """Content, its chunks (one unless partial) and whether to write by rename."""
         data = op.render()
         partial_write = op.kind != "jpg" and self._rng.random() < self.config.partial_writes
-        renamed = self._rng.random() < self.config.rename_writes
+        renamed = self._rng.random() < self.config.rename_writes or (
+            op.rewrite and self.config.rename_rewrites
+        )
         if partial_write and len(data) > self.config.partial_chunks:
             step = -(-len(data) // self.config.partial_chunks)
             chunks = [data[i : i + step] for i in range(0, len(data), step)]
@@ -638,6 +646,8 @@ class SessionGenerator:
                     time.sleep(self.config.partial_pause_s)
                 _write_chunk(path, chunk, append=k > 0)
             if renamed:
+                if self.config.rename_pause_s:
+                    time.sleep(self.config.rename_pause_s)
                 path.replace(target)
             self._written += 1
             yield self._event(index, op, data, chunks, renamed)
@@ -656,6 +666,8 @@ class SessionGenerator:
                     await asyncio.sleep(self.config.partial_pause_s)
                 _write_chunk(path, chunk, append=k > 0)
             if renamed:
+                if self.config.rename_pause_s:
+                    await asyncio.sleep(self.config.rename_pause_s)
                 path.replace(target)
             self._written += 1
             yield self._event(index, op, data, chunks, renamed)
@@ -710,6 +722,7 @@ def generate(
     disorder: float = 0.0,
     partial_writes: float = 0.0,
     rename_writes: float = 0.0,
+    rename_pause_s: float = 0.0,
     previews: bool = True,
     on_write: Callable[[WriteEvent], None] | None = None,
 ) -> Manifest:
@@ -725,6 +738,7 @@ def generate(
         disorder=disorder,
         partial_writes=partial_writes,
         rename_writes=rename_writes,
+        rename_pause_s=rename_pause_s,
         previews=previews,
     )
     return SessionGenerator(out_dir, config).run(on_write)

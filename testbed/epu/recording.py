@@ -8,7 +8,10 @@ the same shape is the legacy form and is read too. Events carry only ``EPUEvent`
 here
 replay with epuplayer and epuplayer's replay here.
 
-* :class:`Recording` loads and saves archives.
+* :class:`Recording` loads and saves archives. A recording from a newer or different recorder may carry event
+  kinds or fields this module does not know: they are reported (:attr:`Recording.warnings`) and skipped, not
+  fatal. Events on the recorded folder itself (path ``.``, as epuplayer's recorder writes for the watched
+  folder's own directory events) apply to the replay folder itself.
 * :class:`Replayer` applies events in list order with epuplayer's timing (``(ts[i] - ts[i-1]) / speed`` capped
 at
   ``max_delay``; burst mode sleeps 1 ms per event) and verifies content hashes.
@@ -33,11 +36,12 @@ import sys
 import tarfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -78,6 +82,10 @@ class EPUEvent(BaseModel):
     is_placeholder: bool = False
 
 
+_EVENT_FIELDS = frozenset(EPUEvent.model_fields)
+_EVENT_TYPES = frozenset(get_args(EventType))
+
+
 class RecordingMetadata(BaseModel):
     """``metadata`` of ``recording.json``."""
 
@@ -97,6 +105,10 @@ class Recording:
     metadata: RecordingMetadata
     events: list[EPUEvent] = field(default_factory=list)
     chunks: dict[str, bytes] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    """What loading left out: unknown event fields (ignored) and unknown event kinds (their events skipped)."""
+    skipped_events: int = 0
+    """Events left out on load because their kind is unknown."""
 
     @classmethod
     def new(cls, watch_dir: str | os.PathLike[str]) -> Recording:
@@ -150,13 +162,41 @@ class Recording:
             raise RecordingError(f"{source}: not an epuplayer recording (needs 'metadata' and 'events')")
         try:
             metadata = RecordingMetadata.model_validate(document["metadata"])
-            events = [EPUEvent.model_validate(e) for e in document["events"]]
         except ValidationError as exc:
             raise RecordingError(f"{source}: invalid recording: {exc}".splitlines()[0]) from exc
+        raw_events = document["events"]
+        if not isinstance(raw_events, list):
+            raise RecordingError(f"{source}: invalid recording: 'events' is not a list")
+        events: list[EPUEvent] = []
+        unknown_fields: Counter[str] = Counter()
+        unknown_kinds: Counter[str] = Counter()
+        for index, raw in enumerate(raw_events):
+            if not isinstance(raw, dict):
+                raise RecordingError(f"{source}: invalid recording: event {index} is not an object")
+            extra = [name for name in raw if name not in _EVENT_FIELDS]
+            unknown_fields.update(extra)
+            data = {name: value for name, value in raw.items() if name in _EVENT_FIELDS}
+            kind = data.get("event_type")
+            if isinstance(kind, str) and kind not in _EVENT_TYPES:
+                unknown_kinds[kind] += 1
+                continue
+            try:
+                events.append(EPUEvent.model_validate(data))
+            except ValidationError as exc:
+                raise RecordingError(
+                    f"{source}: invalid recording: event {index}: {exc}".splitlines()[0]
+                ) from exc
         missing = {e.binary_chunk_id for e in events if e.binary_chunk_id} - set(chunks)
         if missing:
             raise RecordingError(f"{source}: events reference missing chunks {sorted(missing)[:5]}")
-        return cls(metadata, events, chunks)
+        warnings = [
+            f"unknown event field {name!r} ignored ({n} event(s))"
+            for name, n in sorted(unknown_fields.items())
+        ]
+        warnings.extend(
+            f"unknown event kind {kind!r}: {n} event(s) skipped" for kind, n in sorted(unknown_kinds.items())
+        )
+        return cls(metadata, events, chunks, warnings, sum(unknown_kinds.values()))
 
     def to_json(self) -> dict[str, Any]:
         """The ``recording.json`` document."""
@@ -257,6 +297,7 @@ class Replayer:
         self.verify = verify
         self.skip_unreadable = skip_unreadable
         self._sleep = sleep
+        self._placeholders: set[Path] = set()
 
     @classmethod
     def fast(cls, recording: Recording, target_dir: str | os.PathLike[str]) -> Replayer:
@@ -288,7 +329,7 @@ class Replayer:
         an
         event that cannot be applied (a path escaping the target, a missing source to move)."""
         self.target.mkdir(parents=True, exist_ok=True)
-        result = ReplayResult()
+        result = ReplayResult(skipped=self.recording.skipped_events, warnings=list(self.recording.warnings))
         events = self.recording.events
         if events:
             result.recorded_span_s = events[-1].timestamp - events[0].timestamp
@@ -310,8 +351,13 @@ class Replayer:
         return result
 
     def _path(self, rel: str) -> Path:
-        parts = PurePosixPath(rel.replace("\\", "/")).parts
-        if not parts or any(part in ("..", "") for part in parts) or PurePosixPath(rel).is_absolute():
+        """The target path of a recorded path; ``.`` (the recorded folder itself) is the replay folder."""
+        text = rel.replace("\\", "/")
+        if PurePosixPath(text).is_absolute() or PureWindowsPath(rel).drive:
+            raise RecordingError(f"event path {rel!r} escapes the replay folder")
+        # PurePosixPath drops "." components: "." and "./" name the folder itself, "a/./b" is "a/b".
+        parts = PurePosixPath(text).parts
+        if ".." in parts:
             raise RecordingError(f"event path {rel!r} escapes the replay folder")
         return self.target.joinpath(*parts)
 
@@ -325,13 +371,24 @@ class Replayer:
     def _apply(self, event: EPUEvent, result: ReplayResult) -> None:
         path = self._path(event.src_path)
         kind = event.event_type
+        if path == self.target and kind in ("deleted", "moved"):
+            # The recorded folder itself went away or was renamed: the replay folder stays where it was asked.
+            result.warnings.append(f"{kind} event on the recorded folder itself not applied")
+            return
+        if path == self.target and not event.is_directory:
+            raise RecordingError(f"file event on the recorded folder itself ({event.src_path!r})")
         if event.is_directory:
             if kind in ("initial_dir", "created"):
                 path.mkdir(parents=True, exist_ok=True)
             elif kind == "deleted":
                 shutil.rmtree(path, ignore_errors=True)
             elif kind == "moved" and event.dest_path is not None:
-                self._move(path, self._path(event.dest_path))
+                if path.exists():
+                    self._move(path, self._path(event.dest_path))
+                else:
+                    result.warnings.append(
+                        f"{event.src_path}/: moved to {event.dest_path} but never recorded"
+                    )
             return
         if kind in ("initial_file", "created", "modified"):
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -360,9 +417,35 @@ class Replayer:
         elif kind == "moved":
             if event.dest_path is None:
                 raise RecordingError(f"moved event without dest_path: {event.src_path}")
-            self._move(path, self._path(event.dest_path))
-            path = self._path(event.dest_path)
-        checkable = bool(event.content_hash) and not str(event.content_hash).startswith("unreadable_")
+            dest = self._path(event.dest_path)
+            if not path.exists():
+                # A recorder that reads files lazily (epuplayer's) misses a file renamed before it looked: it
+                # records the move but not the file. Replayed as epuplayer does: nothing to move.
+                result.warnings.append(f"{event.src_path}: moved to {event.dest_path} but never recorded")
+                return
+            self._move(path, dest)
+            path = dest
+        if kind in ("initial_file", "created", "modified"):
+            if event.is_placeholder:
+                self._placeholders.add(path)
+            else:
+                self._placeholders.discard(path)
+        elif kind == "deleted":
+            self._placeholders.discard(path)
+        elif kind == "moved" and event.dest_path is not None:
+            source = self._path(event.src_path)
+            if source in self._placeholders:
+                self._placeholders.discard(source)
+                self._placeholders.add(path)
+            else:
+                self._placeholders.discard(path)
+        # A placeholder stands for bytes the recording left out (zeros of the recorded size): its hash is the
+        # original's and cannot match, nor can that of a file appended to after it.
+        checkable = (
+            bool(event.content_hash)
+            and not str(event.content_hash).startswith("unreadable_")
+            and path not in self._placeholders
+        )
         if (
             self.verify
             and checkable
@@ -511,7 +594,13 @@ class Recorder:
                 stat = path.stat()
                 extra = {"mtime": stat.st_mtime, "atime": stat.st_atime}
             self._emit(self._full_event(kind, rel, path, data, extra))
-        elif len(data) > known.size and sha256_hex(data[: known.size]) == known.digest:
+        elif (
+            len(data) > known.size
+            and sha256_hex(data[: known.size]) == known.digest
+            # A placeholder grows by a full "modified" event: epuplayer's replayer appends nothing for an
+            # "appended" placeholder, while it rewrites a "modified" one at its new size.
+            and not (self.skip_binary_content and not self._is_text(path, data))
+        ):
             appended = data[known.size :]
             event = self._full_event("appended", rel, path, appended, {"append_size": len(appended)})
             self._emit(

@@ -13,7 +13,15 @@ import pytest
 
 from testbed.cli_epu import register
 from testbed.epu import GeneratorConfig, SessionGenerator
-from testbed.epu.recording import EPUEvent, Recorder, Recording, RecordingError, Replayer, folder_hashes
+from testbed.epu.recording import (
+    EPUEvent,
+    Recorder,
+    Recording,
+    RecordingError,
+    Replayer,
+    folder_hashes,
+    sha256_hex,
+)
 
 
 def _not_temp(rel: str) -> bool:
@@ -154,3 +162,105 @@ def test_cli_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     replayed = tmp_path / "replayed"
     Replayer(Recording.load(tmp_path / "rec.tar.gz"), replayed, burst=True).replay()
     assert folder_hashes(replayed) == folder_hashes(watched)
+
+
+def _legacy(tmp_path: Path, events: list[dict[str, object]]) -> Path:
+    path = tmp_path / "recording.json"
+    path.write_text(json.dumps({"metadata": {"recorded_at": "x", "watch_dir": "/w"}, "events": events}))
+    return path
+
+
+def test_unknown_event_kinds_and_fields_are_reported_and_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _legacy(
+        tmp_path,
+        [
+            {"timestamp": 0, "event_type": "created", "src_path": "a", "is_directory": True},
+            {
+                "timestamp": 1,
+                "event_type": "created",
+                "src_path": "a/x.xml",
+                "content": "<x/>",
+                "patch_info": {},
+            },
+            {"timestamp": 2, "event_type": "patched", "src_path": "a/x.xml", "content": "zz"},
+            {"timestamp": 3, "event_type": "created", "src_path": "a/y.xml", "content": "<y/>"},
+        ],
+    )
+    recording = Recording.load(source)
+    assert [e.src_path for e in recording.events] == ["a", "a/x.xml", "a/y.xml"]
+    assert recording.skipped_events == 1
+    assert recording.warnings == [
+        "unknown event field 'patch_info' ignored (1 event(s))",
+        "unknown event kind 'patched': 1 event(s) skipped",
+    ]
+    args = _cli().parse_args(["epu", "replay", str(source), str(tmp_path / "out"), "--dev-mode"])
+    assert args.func(args) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert (summary["applied"], summary["skipped"], summary["warnings"]) == (3, 1, 2)
+    assert "warning: unknown event kind 'patched'" in captured.err
+    assert (tmp_path / "out/a/x.xml").read_text() == "<x/>"
+    # A known field with a wrong type is still an error, named.
+    with pytest.raises(RecordingError, match="event 0"):
+        Recording.load(_legacy(tmp_path, [{"timestamp": "soon", "event_type": "created", "src_path": "a"}]))
+
+
+def test_events_on_the_recorded_folder_itself_apply_to_the_replay_folder(tmp_path: Path) -> None:
+    """epuplayer's recorder records the watched folder's own directory events with path '.'."""
+    recording = Recording.new(tmp_path)
+    recording.events += [
+        EPUEvent(timestamp=0, event_type="modified", src_path=".", is_directory=True),
+        EPUEvent(timestamp=0, event_type="created", src_path="./m.xml", content="<m/>"),
+        EPUEvent(timestamp=0, event_type="modified", src_path=".", is_directory=True),
+        EPUEvent(timestamp=0, event_type="deleted", src_path=".", is_directory=True),
+        EPUEvent(timestamp=0, event_type="moved", src_path=".tmp", dest_path="gone.xml"),
+    ]
+    result = Replayer(recording, tmp_path / "out", burst=True, sleep=lambda _: None).replay()
+    assert (tmp_path / "out/m.xml").read_text() == "<m/>"
+    assert result.applied == 5
+    assert result.warnings == [
+        "deleted event on the recorded folder itself not applied",
+        ".tmp: moved to gone.xml but never recorded",
+    ]
+    # Only writes outside the target are refused.
+    for bad in ("../evil.xml", "/etc/evil.xml", "a/../../evil.xml", "C:/evil.xml"):
+        escaping = Recording.new(tmp_path)
+        escaping.events.append(EPUEvent(timestamp=0, event_type="created", src_path=bad, content="x"))
+        with pytest.raises(RecordingError, match="escapes"):
+            Replayer(escaping, tmp_path / "out2").replay()
+    assert not (tmp_path / "evil.xml").exists()
+
+
+def test_placeholders_are_not_hash_checked(tmp_path: Path) -> None:
+    recording = Recording.new(tmp_path)
+    digest = sha256_hex(b"real jpeg bytes")
+    recording.events += [
+        EPUEvent(
+            timestamp=0,
+            event_type="created",
+            src_path="p.jpg",
+            size=0,
+            is_placeholder=True,
+            content_hash=sha256_hex(b""),
+        ),
+        EPUEvent(
+            timestamp=0,
+            event_type="modified",
+            src_path="p.jpg",
+            size=15,
+            is_placeholder=True,
+            content_hash=digest,
+        ),
+        EPUEvent(
+            timestamp=0,
+            event_type="created",
+            src_path="t.xml",
+            content="<t/>",
+            content_hash=sha256_hex(b"<x/>"),
+        ),
+    ]
+    result = Replayer(recording, tmp_path / "out", burst=True, sleep=lambda _: None).replay()
+    assert (tmp_path / "out/p.jpg").read_bytes() == b"\x00" * 15
+    assert result.hash_mismatches == ["t.xml"]  # a text file is checked; the placeholder is not
