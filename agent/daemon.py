@@ -1,4 +1,4 @@
-"""The daemon: composes the long-running parts in one place and owns their lifecycle.
+"""The daemon: runs the long-running parts that :mod:`agent.app` composes, and owns their lifecycle.
 
 Parts (each with async ``start()``/``stop()``): the ingest service (watcher, pipeline, outbox flusher), the
 instruction service (SSE listener, journal, executor, acks), the agent heartbeat, the log shipper. The daemon adds
@@ -62,6 +62,8 @@ class Daemon:
     #: Once a stop begins, exit with thread stacks on stderr if still alive after this long (None: never).
     stall_exit_s: float | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    #: Set on a stop or a new status period, so that the status loop does not sleep out the old period.
+    _status_wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _signals: int = field(default=0, init=False)
     _started_at: float = field(default_factory=time.monotonic, init=False)
     _forced: bool = field(default=False, init=False)
@@ -71,6 +73,15 @@ class Daemon:
         if not self._stop.is_set():
             log.info("agent.stopping", extra={"reason": reason})
         self._stop.set()
+        self._status_wake.set()
+
+    def set_status_interval(self, seconds: float) -> None:
+        """Change the period of the ``agent.status`` line now: the next line is due one new period after the
+        last one (at once if that is already past), not after the old period has run out."""
+        if seconds <= 0:
+            raise ValueError(f"status interval must be positive, got {seconds}")
+        self.status_interval_s = seconds
+        self._status_wake.set()
 
     def _on_signal(self, signame: str) -> None:
         self._signals += 1
@@ -95,9 +106,18 @@ class Daemon:
         return out
 
     async def _status_loop(self) -> None:
+        last = time.monotonic()
         while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.status_interval_s)
+            remaining = last + self.status_interval_s - time.monotonic()
+            if remaining > 0:
+                self._status_wake.clear()
+                woken = False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._status_wake.wait(), remaining)
+                    woken = True
+                if woken and not self._stop.is_set():
+                    continue  # a new period: work out again when the next line is due
+            last = time.monotonic()
             status = self.status()
             log.info("agent.status", extra=status)
             self.notifier.status(_short_status(status))

@@ -26,6 +26,7 @@ from pydantic_settings import (
 )
 
 from agent.devices.openfibsem.config import OpenFibsemConfig
+from agent.devices.simulator_config import SimulatorConfig
 from agent.ingest.config import IngestConfig
 from agent.instructions.config import ExecutorConfig
 from agent.logging_setup import REDACTOR, LoggingConfig
@@ -151,6 +152,13 @@ class DeviceSettings(BaseModel):
     simulator_time_factor: float = Field(
         1.0, ge=0, description="Scales simulated durations (pump, vent, stage travel); 0 = instantaneous."
     )
+    simulator_stig_rotation_deg: float = Field(
+        0.0,
+        ge=-180.0,
+        le=180.0,
+        description="Simulated column's stigmator rotation, degrees (backend = 'simulator'); not 0 emulates an "
+        "instrument the learned autofocus has never seen (see `em-agent autofocus validate`).",
+    )
     openfibsem: OpenFibsemConfig = Field(
         default_factory=OpenFibsemConfig,
         description="The OpenFIBSEM backend (backend = 'openfibsem'): which microscope, and time limits.",
@@ -161,6 +169,14 @@ class DeviceSettings(BaseModel):
     athena_session_id: str | None = Field(
         None, description="Athena session id of the EPU session (required with athena_url)."
     )
+
+    def simulator_config(self) -> SimulatorConfig:
+        """The simulated SEM these settings describe (backend = 'simulator')."""
+        return SimulatorConfig(
+            seed=self.simulator_seed,
+            time_factor=self.simulator_time_factor,
+            stig_rotation_deg=self.simulator_stig_rotation_deg,
+        )
 
     def resolved_api_key(self) -> str | None:
         """The Semphony API key from the environment or its file."""

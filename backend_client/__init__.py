@@ -1,9 +1,11 @@
-"""SmartEM-compatible backend client: HTTP (sync and async), the SSE instruction stream, auth, one retry policy,
-one error hierarchy, the wire models, and an optional AMQP event publisher.
+"""SmartEM-compatible backend client: HTTP (sync and async), the SSE instruction stream with its acknowledgements
+and heartbeats, auth, one retry policy, one error hierarchy, the wire models, and an optional AMQP event
+publisher.
 
 Layering: ``backend_client`` imports ``converters`` (request and domain models), never ``agent`` or ``testbed``.
 """
 
+from backend_client.acks import is_already_acknowledged
 from backend_client.amqp import AmqpEventPublisher, AmqpPublisherConfig, canonical_json, message_id_for
 from backend_client.async_client import AsyncSmartEMAPIClient
 from backend_client.auth import ClientCredentialsAuth, StaticTokenAuth
@@ -66,6 +68,7 @@ __all__ = [
     "StreamEvent",
     "canonical_json",
     "classify_ack_failure",
+    "is_already_acknowledged",
     "is_retryable",
     "message_id_for",
 ]

@@ -787,9 +787,15 @@ class AmqpEventPublisher:
             connection.close()  # _on_connection_closed stops the loop once the broker answered
             return
         if connection is not None and not (connection.is_closed or connection.is_closing):
-            # Still connecting: nothing can be drained through it any more.
-            with contextlib.suppress(Exception):
+            # Still connecting: nothing can be drained through it any more. pika aborts the attempt
+            # asynchronously and closes its socket on the loop, then reports through
+            # _on_connection_open_error, which stops the loop; stopping it here would leave the socket open.
+            # _housekeeping stops the loop anyway once the close deadline plus the connect timeout passed.
+            try:
                 connection.close()
+            except Exception:  # already failing: nothing left to wait for
+                self._ioloop.stop()
+            return
         self._ioloop.stop()
 
 

@@ -51,6 +51,7 @@ class StaticTokenAuth(httpx.Auth):
 class _Token:
     value: str
     expires_at: float  # on the auth's clock (monotonic by default)
+    lifetime: float  # the endpoint's expires_in, seconds
 
 
 class ClientCredentialsAuth(httpx.Auth):
@@ -61,7 +62,8 @@ class ClientCredentialsAuth(httpx.Auth):
         client_id: the client id.
         client_secret: the client secret (kept private; never logged).
         scope: optional ``scope`` form value.
-        refresh_margin: refresh when the token has less than this many seconds left.
+        refresh_margin: refresh when the token has less than this many seconds left (half its lifetime for a
+            token that lives less than twice as long).
         timeout: timeout for token requests, seconds.
         default_expires_in: token lifetime assumed when the endpoint omits ``expires_in``.
         transport: sync transport for token requests (tests inject ``httpx.MockTransport``).
@@ -127,7 +129,10 @@ class ClientCredentialsAuth(httpx.Auth):
     def _valid_token(self) -> str | None:
         with self._state_lock:
             token = self._token
-        if token is not None and self._clock() + self.refresh_margin < token.expires_at:
+        # A token shorter-lived than twice the margin is refreshed at half its life: with the full margin it would
+        # count as expired when issued, and every request would fetch a new one from the token endpoint.
+        margin = min(self.refresh_margin, token.lifetime / 2) if token is not None else 0.0
+        if token is not None and self._clock() + margin < token.expires_at:
             return token.value
         return None
 
@@ -173,7 +178,7 @@ class ClientCredentialsAuth(httpx.Auth):
         if not isinstance(value, str) or not value:
             raise AuthenticationError("token endpoint answered without a usable access_token", method="POST")
         refreshed = self.fetch_count > 0
-        token = _Token(value=value, expires_at=self._clock() + expires_in)
+        token = _Token(value=value, expires_at=self._clock() + expires_in, lifetime=expires_in)
         with self._state_lock:
             self._token = token
             self.fetch_count += 1

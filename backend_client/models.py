@@ -26,6 +26,7 @@ from converters.requests import (
     GridSquarePositionRequest,
     MicrographBatchCreateRequest,
     MicrographCreateRequest,
+    WireDatetime,
     to_wire,
 )
 
@@ -226,7 +227,7 @@ class AgentInstructionAcknowledgement(_Body):
     result: str | None = None
     error_message: str | None = None
     processing_time_ms: int | None = Field(default=None, ge=0)
-    processed_at: datetime | None = None
+    processed_at: WireDatetime | None = None
 
 
 class AgentInstructionAcknowledgementResponse(_Response):
@@ -292,9 +293,9 @@ class AgentHeartbeatResponse(_Response):
 
 
 class AgentLogEntry(_Body):
-    """One shipped log record."""
+    """One shipped log record (the timestamp goes out as naive UTC, like every datetime sent to SmartEM)."""
 
-    timestamp: datetime
+    timestamp: WireDatetime
     level: str
     logger_name: str
     message: str

@@ -121,18 +121,24 @@ class RetryPolicy:
         """A copy with extra retry hooks appended."""
         return replace(self, hooks=(*self.hooks, *hooks))
 
-    def compute_wait(self, retry_num: int, exc: BaseException | None, elapsed: float = 0.0) -> float:
-        """Seconds to wait before retry number ``retry_num`` (1-based) after ``exc``.
+    def backoff(self, failures: int, exc: BaseException | None = None) -> float:
+        """Seconds to wait after ``failures`` consecutive failures (1-based), outside any attempt or time budget.
 
-        Honours ``Retry-After`` (capped), otherwise exponential backoff with full jitter; never exceeds the
-        rest of the total time budget.
+        For loops that retry for ever rather than give up (the ingest flusher: rows are never dropped): the
+        server's ``Retry-After`` when ``exc`` carries one (capped), otherwise exponential backoff with full
+        jitter between ``wait_initial`` and ``wait_max``.
         """
         retry_after = exc.retry_after if isinstance(exc, BackendUnavailableError) else None
         if retry_after is not None:
-            wait = min(retry_after, self.max_retry_after)
-        else:
-            wait = backoff_delay(retry_num, self.wait_initial, self.wait_max, exp_base=self.exp_base)
-        return max(0.0, min(wait, self.timeout - elapsed))
+            return min(retry_after, self.max_retry_after)
+        return backoff_delay(failures, self.wait_initial, self.wait_max, exp_base=self.exp_base)
+
+    def compute_wait(self, retry_num: int, exc: BaseException | None, elapsed: float = 0.0) -> float:
+        """Seconds to wait before retry number ``retry_num`` (1-based) after ``exc``.
+
+        :meth:`backoff`, never longer than the rest of the total time budget.
+        """
+        return max(0.0, min(self.backoff(retry_num, exc), self.timeout - elapsed))
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome is not None else None

@@ -63,7 +63,7 @@ def _trial(seed: int, config: AutofocusConfig, path: str) -> dict[str, Any]:
     dwd, dsx, dsy = _start(seed)
     sim_config = SimulatorConfig(seed=seed, time_factor=0.0, drift_nm_per_s=0.0)
     if path == "sdk":
-        from agent.devices.semphony import ImagingDevice, SemphonyClient
+        from semphony import ImagingDevice, SemphonyClient
 
         client = SemphonyClient.simulated(sim_config)
         try:

@@ -28,9 +28,9 @@ from typing import Any
 
 import httpx
 
+from agent.app import DeviceOptions, build_device_handle, build_service
 from agent.devices.simulator.config import SimulatorConfig
 from agent.instructions.config import ExecutorConfig
-from agent.instructions.runner import DeviceOptions, build_device_handle, build_service
 from agent.state.database import open_database
 from backend_client.async_client import AsyncSmartEMAPIClient
 from backend_client.retry import RetryPolicy

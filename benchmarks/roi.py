@@ -33,7 +33,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from agent.devices.semphony import AcquisitionConfig, ImagingDevice, SemphonyClient
+from agent.devices.semphony import AcquisitionConfig, SemphonyClient
 from agent.devices.simulator.config import SimulatorConfig
 from agent.devices.simulator.sem import SemSimulator
 from agent.devices.simulator_backend import SimulatorBackend
@@ -41,11 +41,12 @@ from agent.roi import (
     FindRoiResult,
     RoiImaging,
     RoiSpec,
-    StageBench,
     find_roi,
     load_level_image,
     save_roi,
 )
+from agent.roi.bench import StageBench
+from semphony.systems import ImagingDevice
 
 SPEC = RoiSpec(l0_fov_um=100.0, l1_fov_um=25.0)
 HOME = (2.0, -3.0)

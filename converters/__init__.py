@@ -29,7 +29,8 @@ Public API (names are stable; other parts build on them):
 * Merging (``converters.merge``): ``PROVIDED_FIELDS`` / ``provided_fields(model_type, kind)`` (which fields
   each file kind provides per model) and ``merge(current, update, kind)`` for grid squares, foil holes,
   micrographs and tiles (newest foil-hole image wins without losing the ``.dm``'s position, diameter and
-  flags).
+  flags); ``image_version(timestamp)`` is that one "newest image wins" rule, which the agent's store applies
+  too.
 * Paths: ``PathMap`` (Windows prefix -> local folder), ``locate_atlas`` (sibling ``atlas/`` trees when
   unmapped).
 * ``validate_folder(dir) -> ValidationReport`` - structural check of an EPU folder (``em-agent validate``).
@@ -45,7 +46,7 @@ from converters.errors import (
     UnknownFileError,
     UnsafeFileError,
 )
-from converters.merge import PROVIDED_FIELDS, is_newer_foilhole_image, merge, provided_fields
+from converters.merge import PROVIDED_FIELDS, image_version, is_newer_foilhole_image, merge, provided_fields
 from converters.models import (
     AcquisitionData,
     AcquisitionTemplateArea,
@@ -136,6 +137,7 @@ __all__ = [
     "ValidationReport",
     "Vector2",
     "classify_path",
+    "image_version",
     "is_newer_foilhole_image",
     "locate_atlas",
     "merge",

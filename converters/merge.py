@@ -5,11 +5,12 @@ foil hole by the grid-square ``.dm`` and (usually two) foil-hole images; a micro
 camera's ``_Fractions.xml``; a tile by ``Atlas.dm`` and its ``Tile_*.xml``. Each file kind owns a fixed set of
 fields (:data:`PROVIDED_FIELDS`); :func:`merge` copies exactly those from a newer parse onto the current
 model, so a foil-hole image never erases the position and diameter that only the ``.dm`` has, and vice versa.
-Among foil-hole images the newest (by file-name timestamp) wins.
+Among foil-hole images the newest (by file-name timestamp, :func:`image_version`) wins.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TypeVar
 
 from pydantic import BaseModel
@@ -83,19 +84,21 @@ def provided_fields(model_type: type[BaseModel], kind: EpuFileKind) -> frozenset
     return PROVIDED_FIELDS.get(model_type, {}).get(kind, frozenset())
 
 
-def is_newer_foilhole_image(current: FoilHoleData, candidate: FoilHoleData) -> bool:
-    """Whether ``candidate``'s image should replace ``current``'s: newest file-name timestamp wins.
+def image_version(timestamp: datetime | None) -> str:
+    """The version of an image for "the newest image wins": its file-name timestamp as ISO 8601 text.
 
-    Falls back to the images' acquisition times when a name timestamp is missing; an equal timestamp (the same
-    file rewritten) or no way to compare counts as newer, so re-parsing a file always applies it.
+    The one rule for images that replace each other (foil-hole images before and after re-centring, several
+    images of a grid square): the higher version wins, an equal one (the same file rewritten) counts as newer so
+    that re-reading a file always applies it, and an image whose name has no timestamp (``""``) is older than
+    any that has one. :func:`merge` compares these, and the agent stores them as the version of each image's
+    contribution. File-name timestamps are naive local times in one format, so text order is time order.
     """
-    if current.image_timestamp is not None and candidate.image_timestamp is not None:
-        return candidate.image_timestamp >= current.image_timestamp
-    old = current.image.acquisition_datetime if current.image else None
-    new = candidate.image.acquisition_datetime if candidate.image else None
-    if old is not None and new is not None and (old.tzinfo is None) == (new.tzinfo is None):
-        return new >= old
-    return current.image is None or candidate.image is not None
+    return "" if timestamp is None else timestamp.isoformat()
+
+
+def is_newer_foilhole_image(current: FoilHoleData, candidate: FoilHoleData) -> bool:
+    """Whether ``candidate``'s image should replace ``current``'s (:func:`image_version`: newest name wins)."""
+    return image_version(candidate.image_timestamp) >= image_version(current.image_timestamp)
 
 
 def merge(current: M, update: M, kind: EpuFileKind) -> M:
@@ -131,4 +134,4 @@ def merge(current: M, update: M, kind: EpuFileKind) -> M:
     return current.model_copy(update=changes)
 
 
-__all__ = ["PROVIDED_FIELDS", "is_newer_foilhole_image", "merge", "provided_fields"]
+__all__ = ["PROVIDED_FIELDS", "image_version", "is_newer_foilhole_image", "merge", "provided_fields"]

@@ -5,16 +5,35 @@ Field names and types follow SmartEM's ``smartem_backend/model/http_request.py``
 ``converters`` may not import ``backend_client``; ``backend_client.models`` re-exports them.
 
 Units on the wire are SmartEM's: stage positions, pixel sizes and defocus in metres, pixel coordinates in
-pixels, datetimes as ISO-8601. Models forbid unknown fields so drift shows up in tests; when dumping for the
+pixels, datetimes as ISO-8601 *naive UTC* (:data:`WireDatetime`: SmartEM stores every datetime in PostgreSQL
+``timestamp without time zone`` columns and answers 500 to a value with an offset). Models forbid unknown fields so drift shows up in tests; when dumping for the
 wire use :func:`to_wire`, which drops ``None`` values as SmartEM's client does.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+
+def naive_utc(value: datetime) -> datetime:
+    """``value`` in UTC without its offset; a naive value is taken as UTC already and returned unchanged."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _wire_datetime(value: datetime) -> str:
+    return naive_utc(value).isoformat()
+
+
+#: A datetime as it goes on the wire to a SmartEM backend: ISO-8601 in UTC with no offset
+#: (``2023-09-19T12:01:41.5``). SmartEM's columns are ``timestamp without time zone`` and asyncpg refuses to
+#: store an aware value there (the request fails with 500, nothing stored), so the offset EPU writes is applied
+#: here and dropped. The Python value keeps its offset; only the JSON form is naive.
+WireDatetime = Annotated[datetime, PlainSerializer(_wire_datetime, return_type=str, when_used="json")]
 
 
 class _Request(BaseModel):
@@ -34,9 +53,9 @@ class AcquisitionCreateRequest(_Request):
     uuid: str
     name: str | None = None
     status: str | None = None
-    start_time: datetime | None = None
-    end_time: datetime | None = None
-    paused_time: datetime | None = None
+    start_time: WireDatetime | None = None
+    end_time: WireDatetime | None = None
+    paused_time: WireDatetime | None = None
     storage_path: str | None = None
     atlas_path: str | None = None
     clustering_mode: str | None = None
@@ -55,8 +74,8 @@ class GridCreateRequest(_Request):
     status: str | None = None
     data_dir: str | None = None
     atlas_dir: str | None = None
-    scan_start_time: datetime | None = None
-    scan_end_time: datetime | None = None
+    scan_start_time: WireDatetime | None = None
+    scan_end_time: WireDatetime | None = None
 
 
 class AtlasTileCreateRequest(_Request):
@@ -80,7 +99,7 @@ class AtlasCreateRequest(_Request):
     grid_uuid: str
     name: str
     atlas_id: str | None = None
-    acquisition_date: datetime | None = None
+    acquisition_date: WireDatetime | None = None
     storage_folder: str | None = None
     description: str | None = None
     tiles: list[AtlasTileCreateRequest] | None = None
@@ -118,7 +137,7 @@ class GridSquareCreateRequest(_Request):
     physical_y: float | None = None
     size_width: int | None = None
     size_height: int | None = None
-    acquisition_datetime: datetime | None = None
+    acquisition_datetime: WireDatetime | None = None
     defocus: float | None = None
     magnification: float | None = None
     pixel_size: float | None = None
@@ -165,7 +184,7 @@ class MicrographCreateRequest(_Request):
     location_id: str | None = None
     high_res_path: str | None = None
     manifest_file: str | None = None
-    acquisition_datetime: datetime | None = None
+    acquisition_datetime: WireDatetime | None = None
     defocus: float | None = None
     detector_name: str | None = None
     energy_filter: bool | None = None
@@ -204,5 +223,7 @@ __all__ = [
     "GridSquarePositionRequest",
     "MicrographBatchCreateRequest",
     "MicrographCreateRequest",
+    "WireDatetime",
+    "naive_utc",
     "to_wire",
 ]

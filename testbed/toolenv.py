@@ -31,9 +31,10 @@ __all__ = [
 ]
 
 # The real SmartEM backend, pinned: an unpinned install resolves a SQLAlchemy without greenlet and alembic fails.
-# The API server imports mrcfile/tifffile/PIL at module level, hence the `images` extra.
+# The API server imports mrcfile/tifffile/PIL at module level, hence the `images` extra; the `agent` extra brings
+# the package's own reference agent (`smartem_agent`), which the benchmark runs beside em-agent.
 SMARTEM_REQUIREMENTS: tuple[str, ...] = (
-    "smartem-decisions[backend,images]==0.1.3",
+    "smartem-decisions[backend,images,agent]==0.1.3",
     "fastapi==0.136.3",
     "starlette==1.1.0",
     "sqlalchemy==2.0.44",
@@ -45,6 +46,8 @@ SMARTEM_REQUIREMENTS: tuple[str, ...] = (
     "aio-pika==9.6.2",
     "PyJWT[crypto]==2.13.0",
     "greenlet==3.2.4",
+    "lxml==6.1.3",
+    "watchdog==6.0.0",
 )
 
 # The real EPU recorder/replayer used by the SmartEM developers to test agents.

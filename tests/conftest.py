@@ -1,15 +1,29 @@
-"""Shared fixtures: locations of the real EPU samples and of the RabbitMQ broker.
+"""Shared fixtures and the skip policy: a missing optional dependency skips a test locally and fails it in CI.
 
-Tests that need ``../shared/epu-samples`` or a broker skip when they are absent, unless CI sets
-``EM_AGENT_REQUIRE_SAMPLES=1`` / ``EM_AGENT_REQUIRE_AMQP=1``, in which case a missing resource fails the test.
-Likewise OpenFIBSEM (the ``openfibsem`` extra) with ``EM_AGENT_REQUIRE_OPENFIBSEM=1``.
+Every such skip goes through :func:`skip_or_fail` (or :func:`import_optional`, built on it) with an
+``EM_AGENT_REQUIRE_*`` switch; ``.ci/run`` exports every switch, so in CI nothing that should run is skipped.
+``tests/test_skip_policy.py`` enforces this. The switches:
+
+* ``EM_AGENT_REQUIRE_SAMPLES``: the real EPU samples in ``../shared/epu-samples``;
+* ``EM_AGENT_REQUIRE_REFERENCE_DOCS``: the reference documents in ``../shared/docs``;
+* ``EM_AGENT_REQUIRE_AMQP``: a RabbitMQ broker on 127.0.0.1:5672, its tools, and ``pika`` (the ``amqp`` extra);
+* ``EM_AGENT_REQUIRE_OPENFIBSEM``: OpenFIBSEM (the ``openfibsem`` extra);
+* ``EM_AGENT_REQUIRE_TORCH``: ``torch`` (the ``autofocus`` extra);
+* ``EM_AGENT_REQUIRE_SYSTEMD``: ``systemd-analyze``;
+* ``EM_AGENT_REQUIRE_PYINSTALLER``: PyInstaller (the ``dev`` extra);
+* ``EM_AGENT_REQUIRE_SMARTEM``, ``EM_AGENT_REQUIRE_EPUPLAYER``: the real SmartEM backend and ``epuplayer`` tool
+  venvs.
+
+The project's own modules are never optional: tests import them, and a broken import is an error.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 from pathlib import Path
+from types import ModuleType
 from typing import NoReturn
 
 import pytest
@@ -29,11 +43,26 @@ def _require(flag: str) -> bool:
     return os.environ.get(flag, "") not in ("", "0", "false", "no")
 
 
-def skip_or_fail(flag: str, message: str) -> NoReturn:
-    """Skip the test, or fail it when the ``EM_AGENT_REQUIRE_*`` switch ``flag`` is set (as CI sets them)."""
+def skip_or_fail(flag: str, message: str, *, module_level: bool = False) -> NoReturn:
+    """Skip the test, or fail it when the ``EM_AGENT_REQUIRE_*`` switch ``flag`` is set (as CI sets them).
+
+    ``module_level``: called while a test module is imported; the skip (or failure) covers the whole module.
+    """
     if _require(flag):
-        pytest.fail(f"{message} (required: {flag}=1)")
-    pytest.skip(message)
+        pytest.fail(f"{message} (required: {flag}=1)", pytrace=False)
+    # skip-policy: the one place a missing dependency is skipped, behind its switch
+    pytest.skip(f"{message} (set {flag}=1 to make this a failure)", allow_module_level=module_level)
+
+
+def import_optional(module: str, flag: str, *, module_level: bool = True) -> ModuleType:
+    """Import the optional third-party ``module``, or :func:`skip_or_fail` with ``flag`` when it is missing.
+
+    Module level by default: a test module calls it at import time, as it would ``pytest.importorskip``.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        skip_or_fail(flag, f"{module} is not installed: {exc}", module_level=module_level)
 
 
 def _tool_bin(flag: str, name: str, requirements: tuple[str, ...]) -> Path:
@@ -59,9 +88,7 @@ def epuplayer_tool_bin() -> Path:
 def epu_samples_dir() -> Path:
     """The real EPU sample tree; skips (or fails under EM_AGENT_REQUIRE_SAMPLES=1) when it is missing."""
     if not SAMPLES_DIR.is_dir():
-        if _require("EM_AGENT_REQUIRE_SAMPLES"):
-            pytest.fail(f"EPU samples required but not found at {SAMPLES_DIR}")
-        pytest.skip(f"EPU samples not found at {SAMPLES_DIR}")
+        skip_or_fail("EM_AGENT_REQUIRE_SAMPLES", f"EPU samples not found at {SAMPLES_DIR}")
     return SAMPLES_DIR
 
 
@@ -73,9 +100,7 @@ def amqp_url() -> str:
         with socket.create_connection(("127.0.0.1", 5672), timeout=1.0):
             pass
     except OSError:
-        if _require("EM_AGENT_REQUIRE_AMQP"):
-            pytest.fail("RabbitMQ broker required but not reachable on 127.0.0.1:5672")
-        pytest.skip("RabbitMQ broker not reachable on 127.0.0.1:5672")
+        skip_or_fail("EM_AGENT_REQUIRE_AMQP", "RabbitMQ broker not reachable on 127.0.0.1:5672")
     return url
 
 

@@ -5,24 +5,33 @@ predict the correction over several patch pairs; stop when it is below tolerance
 applied); clip it to the safety caps; apply it with the gains. Classical iteration: one round of sharpness
 sweeps (see :mod:`agent.autofocus.classical`), each step clipped to the same caps. If anything fails mid-
 iteration the working distance and stigmators read at its start are restored before the error propagates.
+
+The loop is a coroutine over :class:`~agent.autofocus.ops.AsyncFocusOps`: the daemon awaits it on its own event
+loop, where a time limit or a stop cancels it at the device call it waits on (the focus is then restored). The
+predictions and sharpness measures are pure computation and stay synchronous. :func:`run_autofocus` runs the
+same coroutine over synchronous :class:`~agent.autofocus.ops.FocusOps` (benches, scripts) without a loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.autofocus.classical import sharpness, sweep
-from agent.autofocus.learned import SHIPPED_WEIGHTS, Correction, LearnedCorrector, torch_available
+from agent.aio import run_unsuspended
+from agent.autofocus.classical import parabola_vertex, sharpness
+from agent.autofocus.learned import Correction, LearnedCorrector, torch_available
 from agent.autofocus.models import AutofocusConfig, AutofocusError, AutofocusIteration, AutofocusResult
-from agent.autofocus.ops import FocusOps
+from agent.autofocus.ops import AsyncFocusOps, FocusOps, as_async_focus_ops
+from agent.autofocus.policy import InstrumentKey, MethodChoice, choose_auto_method
 
-__all__ = ["clip_correction", "run_autofocus"]
+__all__ = ["clip_correction", "run_autofocus", "run_autofocus_async"]
 
 _log = logging.getLogger(__name__)
 
@@ -43,8 +52,8 @@ def clip_correction(
     return dwd_um, dstig, limited
 
 
-def _read(ops: FocusOps) -> tuple[float, float, float]:
-    p = ops.get_focus_params()
+async def _read(ops: AsyncFocusOps) -> tuple[float, float, float]:
+    p = await ops.get_focus_params()
     try:
         values = (float(p["wd_mm"]), float(p["stigm_x"]), float(p["stigm_y"]))
     except (KeyError, TypeError, ValueError) as exc:
@@ -57,21 +66,26 @@ def _read(ops: FocusOps) -> tuple[float, float, float]:
 class _Session:
     """State shared by one run: ops, config, counters, and the restore-on-failure guard."""
 
-    def __init__(self, ops: FocusOps, config: AutofocusConfig) -> None:
+    def __init__(
+        self, ops: AsyncFocusOps, config: AutofocusConfig, sleep: Callable[[float], Awaitable[None]]
+    ) -> None:
         self.ops = ops
+        self.sleep = sleep
         self.config = config
         self.fov_um = config.pixel_size_nm * config.image_size_px * 1e-3
         self.shape = (config.image_size_px, config.image_size_px)
         self.images = 0
 
-    def set(self, wd_mm: float | None = None, sx: float | None = None, sy: float | None = None) -> None:
-        self.ops.set_focus_params(wd_mm=wd_mm, stigm_x=sx, stigm_y=sy)
+    async def set(self, wd_mm: float | None = None, sx: float | None = None, sy: float | None = None) -> None:
+        await self.ops.set_focus_params(wd_mm=wd_mm, stigm_x=sx, stigm_y=sy)
         if self.config.settle_s > 0:
-            time.sleep(self.config.settle_s)
+            await self.sleep(self.config.settle_s)
 
-    def acquire(self) -> NDArray[np.float32]:
+    async def acquire(self) -> NDArray[np.float32]:
         image = np.asarray(
-            self.ops.acquire_image(fov_um=self.fov_um, shape=self.shape, dwell_s=self.config.dwell_us * 1e-6),
+            await self.ops.acquire_image(
+                fov_um=self.fov_um, shape=self.shape, dwell_s=self.config.dwell_us * 1e-6
+            ),
             dtype=np.float32,
         )
         self.images += 1
@@ -80,100 +94,153 @@ class _Session:
         return image
 
 
-def _learned_step(s: _Session, corrector: LearnedCorrector, wd: float) -> Correction:
+async def _learned_step(s: _Session, corrector: LearnedCorrector, wd: float) -> Correction:
     sigma_mm = s.config.perturbation_um * 1e-3
-    s.set(wd_mm=wd - sigma_mm)
-    minus = s.acquire()
-    s.set(wd_mm=wd + sigma_mm)
-    plus = s.acquire()
+    await s.set(wd_mm=wd - sigma_mm)
+    minus = await s.acquire()
+    await s.set(wd_mm=wd + sigma_mm)
+    plus = await s.acquire()
     c = corrector.predict(minus, plus, s.config.n_patches)
     if not all(math.isfinite(v) for v in (c.dwd_um, c.dstig_x, c.dstig_y)):
         raise AutofocusError(f"non-finite prediction {c}")
     return c
 
 
-def _classical_round(s: _Session, round_index: int, state: list[float]) -> Correction:
+async def _sweep(values: NDArray[np.float64], measure: Callable[[float], Awaitable[float]]) -> float:
+    """:func:`agent.autofocus.classical.sweep` with an awaited measurement: the fitted optimum."""
+    scores = np.array([await measure(float(v)) for v in values], dtype=np.float64)
+    return parabola_vertex(values, scores)
+
+
+async def _classical_round(s: _Session, round_index: int, state: list[float]) -> Correction:
     """One sweep round; moves ``state`` (wd, sx, sy) in place and returns the total change."""
     cfg = s.config
     start = list(state)
 
-    def measure_wd(v: float) -> float:
-        s.set(wd_mm=v)
-        return sharpness(s.acquire())
+    async def measure_wd(v: float) -> float:
+        await s.set(wd_mm=v)
+        return sharpness(await s.acquire())
 
-    def fit_wd(center: float, half_um: float, points: int) -> None:
+    async def fit_wd(center: float, half_um: float, points: int) -> None:
         values = center + np.linspace(-half_um, half_um, points) * 1e-3
-        best, _ = sweep(values, measure_wd)
+        best = await _sweep(values, measure_wd)
         dwd, _, _ = clip_correction((best - state[0]) * 1e3, (0.0, 0.0), cfg)
         state[0] += dwd * 1e-3
-        s.set(wd_mm=state[0])
+        await s.set(wd_mm=state[0])
 
-    def fit_stig(axis: int, half: float, points: int) -> None:
-        def measure(v: float) -> float:
-            s.set(sx=v) if axis == 1 else s.set(sy=v)
-            return sharpness(s.acquire())
+    async def fit_stig(axis: int, half: float, points: int) -> None:
+        async def measure(v: float) -> float:
+            await (s.set(sx=v) if axis == 1 else s.set(sy=v))
+            return sharpness(await s.acquire())
 
-        best, _ = sweep(state[axis] + np.linspace(-half, half, points), measure)
+        best = await _sweep(state[axis] + np.linspace(-half, half, points), measure)
         step = float(np.clip(best - state[axis], -cfg.max_stig_step, cfg.max_stig_step))
         state[axis] += step
-        s.set(sx=state[1]) if axis == 1 else s.set(sy=state[2])
+        await (s.set(sx=state[1]) if axis == 1 else s.set(sy=state[2]))
 
     shrink = 3.0**round_index
     if round_index == 0:
         coarse_half = cfg.sweep_range_um
-        fit_wd(state[0], coarse_half, cfg.sweep_points)
+        await fit_wd(state[0], coarse_half, cfg.sweep_points)
         fine_half = 2.0 * coarse_half / (cfg.sweep_points - 1)
     else:
         fine_half = max(2.0 * cfg.perturbation_um / shrink, 1.0)
-    fit_wd(state[0], fine_half, 5)
+    await fit_wd(state[0], fine_half, 5)
     stig_half = max(cfg.stig_sweep_range / shrink, 0.05)
     points = cfg.stig_sweep_points if round_index == 0 else 5
-    fit_stig(1, stig_half, points)
-    fit_stig(2, stig_half, points)
-    fit_wd(state[0], max(fine_half / 2.0, 1.0), 5)
+    await fit_stig(1, stig_half, points)
+    await fit_stig(2, stig_half, points)
+    await fit_wd(state[0], max(fine_half / 2.0, 1.0), 5)
     return Correction((state[0] - start[0]) * 1e3, state[1] - start[1], state[2] - start[2])
 
 
-def _resolve_method(config: AutofocusConfig) -> str:
-    """'auto' means learned when torch and the weights are there, classical otherwise."""
+def _resolve_method(
+    config: AutofocusConfig, instrument: InstrumentKey | None, state_dir: Path | None
+) -> MethodChoice:
+    """An explicit method is used as asked; 'auto' follows :func:`agent.autofocus.policy.choose_auto_method`."""
     if config.method == "classical":
-        return "classical"
+        return MethodChoice("classical", "classical (requested)")
     if config.method == "learned":
         if not torch_available():
             raise AutofocusError("method 'learned' needs torch: install em-agent[autofocus]")
-        return "learned"
-    weights = Path(config.weights_path) if config.weights_path else SHIPPED_WEIGHTS
-    if torch_available() and weights.is_file():
-        return "learned"
-    _log.info("autofocus: using the classical baseline (torch or weights %s unavailable)", weights)
-    return "classical"
+        return MethodChoice("learned", "learned (requested)")
+    choice = choose_auto_method(instrument, state_dir, config.weights_path)
+    _log.info("autofocus: %s", choice.reason)
+    return choice
 
 
-def run_autofocus(ops: FocusOps, config: AutofocusConfig | None = None) -> AutofocusResult:
+def run_autofocus(
+    ops: FocusOps,
+    config: AutofocusConfig | None = None,
+    *,
+    instrument: InstrumentKey | None = None,
+    state_dir: Path | None = None,
+) -> AutofocusResult:
+    """Run the autofocus on synchronous ``ops`` (a bench, the synchronous SDK) without an event loop.
+
+    The same loop as :func:`run_autofocus_async`; the settling pause blocks, as the operations do.
+    """
+    return run_unsuspended(
+        _run(
+            as_async_focus_ops(ops),
+            config,
+            instrument=instrument,
+            state_dir=state_dir,
+            sleep=_blocking_sleep,
+        )
+    )
+
+
+async def run_autofocus_async(
+    ops: AsyncFocusOps,
+    config: AutofocusConfig | None = None,
+    *,
+    instrument: InstrumentKey | None = None,
+    state_dir: Path | None = None,
+) -> AutofocusResult:
     """Run the autofocus on ``ops`` and return the result with its per-iteration trace.
+
+    ``instrument`` and ``state_dir`` matter only for ``method = "auto"``: the learned corrector runs only on an
+    instrument it is validated for (:mod:`agent.autofocus.policy`); without them ``auto`` is the classical sweep.
 
     Raises :class:`AutofocusError` for unusable configuration, weights or device answers; device exceptions
     propagate unchanged after the focus read at the start of the failing iteration has been restored.
     """
+    return await _run(ops, config, instrument=instrument, state_dir=state_dir, sleep=asyncio.sleep)
+
+
+async def _blocking_sleep(seconds: float) -> None:
+    time.sleep(seconds)  # noqa: ASYNC251 - only ever run by run_unsuspended, where no event loop runs
+
+
+async def _run(
+    ops: AsyncFocusOps,
+    config: AutofocusConfig | None,
+    *,
+    instrument: InstrumentKey | None,
+    state_dir: Path | None,
+    sleep: Callable[[float], Awaitable[None]],
+) -> AutofocusResult:
     config = config or AutofocusConfig()
-    method = _resolve_method(config)
+    choice = _resolve_method(config, instrument, state_dir)
+    method = choice.method
     corrector: LearnedCorrector | None = None
     if method == "learned":
         corrector = LearnedCorrector(config.weights_path)
         corrector.check_config(config)
-    s = _Session(ops, config)
+    s = _Session(ops, config, sleep)
     t_start = time.perf_counter()
-    wd0, sx0, sy0 = _read(ops)
+    wd0, sx0, sy0 = await _read(ops)
     initial = {"wd_mm": wd0, "stigm_x": sx0, "stigm_y": sy0}
     trace: list[AutofocusIteration] = []
     converged = False
     for index in range(config.max_iters):
-        wd, sx, sy = _read(ops)
+        wd, sx, sy = await _read(ops)
         t_iter, cpu_iter, images_before = time.perf_counter(), time.process_time(), s.images
         state = [wd, sx, sy]
         try:
             if corrector is not None:
-                pred = _learned_step(s, corrector, wd)
+                pred = await _learned_step(s, corrector, wd)
                 converged = (
                     abs(pred.dwd_um) < config.wd_tol_um
                     and max(abs(pred.dstig_x), abs(pred.dstig_y)) < config.stig_tol
@@ -184,16 +251,17 @@ def run_autofocus(ops: FocusOps, config: AutofocusConfig | None = None) -> Autof
                     config,
                 )
                 state = [wd + dwd * 1e-3, sx + dstig[0], sy + dstig[1]]
-                s.set(wd_mm=state[0], sx=state[1], sy=state[2])
+                await s.set(wd_mm=state[0], sx=state[1], sy=state[2])
             else:
-                pred = _classical_round(s, index, state)
+                pred = await _classical_round(s, index, state)
                 converged = (
                     abs(pred.dwd_um) < config.wd_tol_um
                     and max(abs(pred.dstig_x), abs(pred.dstig_y)) < config.stig_tol
                 )
                 dwd, dstig, limited = pred.dwd_um, (pred.dstig_x, pred.dstig_y), False
         except BaseException:
-            _restore(ops, wd, sx, sy)
+            # Also on cancellation (a time limit, a stop): the column is left as this iteration found it.
+            await _bounded_restore(ops, wd, sx, sy)
             raise
         trace.append(
             AutofocusIteration(
@@ -217,7 +285,7 @@ def run_autofocus(ops: FocusOps, config: AutofocusConfig | None = None) -> Autof
         _log.debug("autofocus iteration %d: %s", index, trace[-1].model_dump())
         if converged:
             break
-    wd1, sx1, sy1 = _read(ops)
+    wd1, sx1, sy1 = await _read(ops)
     return AutofocusResult(
         converged=converged,
         method="learned" if corrector is not None else "classical",
@@ -228,12 +296,32 @@ def run_autofocus(ops: FocusOps, config: AutofocusConfig | None = None) -> Autof
         trace=trace,
         message="converged" if converged else f"not converged after {len(trace)} iterations",
         elapsed_s=time.perf_counter() - t_start,
+        selection=choice.reason,
     )
 
 
-def _restore(ops: FocusOps, wd: float, sx: float, sy: float) -> None:
+#: How long restoring the focus may take after a failure or a cancellation, on an event loop: a device that hangs
+#: must not hold up the time limit or the stop that cancelled the autofocus.
+RESTORE_TIMEOUT_S = 10.0
+
+
+async def _bounded_restore(ops: AsyncFocusOps, wd: float, sx: float, sy: float) -> None:
     try:
-        ops.set_focus_params(wd_mm=wd, stigm_x=sx, stigm_y=sy)
+        asyncio.get_running_loop()
+    except RuntimeError:
+        # Run without an event loop (synchronous operations): nothing cancels it and nothing can bound it.
+        await _restore(ops, wd, sx, sy)
+        return
+    try:
+        async with asyncio.timeout(RESTORE_TIMEOUT_S):
+            await _restore(ops, wd, sx, sy)
+    except TimeoutError:
+        _log.error("autofocus: restoring the focus did not finish within %s s", RESTORE_TIMEOUT_S)
+
+
+async def _restore(ops: AsyncFocusOps, wd: float, sx: float, sy: float) -> None:
+    try:
+        await ops.set_focus_params(wd_mm=wd, stigm_x=sx, stigm_y=sy)
     except Exception:
         # The original error matters more; the device may be unreachable, which is why we are here.
         _log.exception("autofocus: could not restore wd_mm=%s stigm_x=%s stigm_y=%s", wd, sx, sy)

@@ -23,7 +23,9 @@ class AutofocusConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     method: Literal["auto", "learned", "classical"] = Field(
-        "auto", description="'learned' needs torch; 'auto' uses it when importable, else 'classical'."
+        "auto",
+        description="'learned' needs torch; 'auto' uses it only on an instrument it is validated for (the "
+        "simulator, or a positive `em-agent autofocus validate` verdict), 'classical' elsewhere.",
     )
     max_iters: int = Field(5, ge=1, le=50, description="Iteration cap (one WD ± sigma image pair each).")
     perturbation_um: float = Field(
@@ -107,3 +109,4 @@ class AutofocusResult(BaseModel):
     trace: list[AutofocusIteration]
     message: str
     elapsed_s: float
+    selection: str = Field("", description="Which method ran and why (for 'auto': the validation behind it).")

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "parse_cmd",
     "config_cmd",
     "check_cmd",
+    "autofocus_cmd",
     "service_cmd",
     "demo",
     "testbed_cmd",

@@ -4,7 +4,9 @@ It starts the testbed backend on a free loopback port, creates an agent session,
 session over about 20 seconds into a temporary folder, runs the real agent (ingest + instructions, simulated SEM)
 against it, issues instructions from the backend side while it runs, and prints a summary. The exit code is 0
 only if the backend holds exactly the entities the generator's manifest says the folder contains and every
-instruction was acknowledged. The testbed is imported lazily: it is a demo and test dependency only.
+instruction was acknowledged with the status expected for it (an acknowledgement alone proves nothing: a
+``failed`` or ``declined`` one is acknowledged too). The testbed is imported lazily: it is a demo and test
+dependency only.
 """
 
 from __future__ import annotations
@@ -22,20 +24,35 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from agent.aio import cancel_and_wait
-from agent.commands.run_cmd import compose
+from agent.app import compose
 from agent.logging_setup import LoggingConfig, configure_logging
 from agent.settings import load_settings
 
 KINDS = ("acquisition", "grid", "atlas", "atlas_tile", "gridsquare", "foilhole", "micrograph")
 
-# Instructions the demo issues while the session is being written: (seconds after start, type, payload).
-DEMO_INSTRUCTIONS: tuple[tuple[float, str, dict[str, Any]], ...] = (
-    (2.0, "agent.status.request", {}),
-    (6.0, "sem.get_metrics", {}),
-    (9.0, "microscope.control.move_stage", {"stage_position": {"x": 0.0001, "y": -0.0002}, "unit": "m"}),
-    (12.0, "agent.status.request", {}),
-    (16.0, "agent.info.datastore", {}),
-    (20.0, "agent.status.request", {}),
+
+@dataclass(frozen=True)
+class DemoInstruction:
+    """One instruction the demo issues, and the acknowledgement status it must get."""
+
+    at_s: float  # seconds after the start
+    instruction_type: str
+    payload: dict[str, Any]
+    expected: str = "processed"
+
+
+# Instructions the demo issues while the session is being written. The decision-service one must be declined:
+# the demo configures no Athena, and a queue change that cannot be made must never look done.
+DEMO_INSTRUCTIONS: tuple[DemoInstruction, ...] = (
+    DemoInstruction(2.0, "agent.status.request", {}),
+    DemoInstruction(6.0, "sem.get_metrics", {}),
+    DemoInstruction(
+        9.0, "microscope.control.move_stage", {"stage_position": {"x": 0.0001, "y": -0.0002}, "unit": "m"}
+    ),
+    DemoInstruction(12.0, "agent.status.request", {}),
+    DemoInstruction(14.0, "microscope.control.skip_gridsquares", {"gridsquare_ids": [1]}, "declined"),
+    DemoInstruction(16.0, "agent.info.datastore", {}),
+    DemoInstruction(20.0, "agent.status.request", {}),
 )
 
 
@@ -48,8 +65,19 @@ class DemoState:
     generator_done: bool = False
     counts: dict[str, int] = field(default_factory=dict)
     instructions: list[str] = field(default_factory=list)
+    expected: dict[str, str] = field(default_factory=dict)
     acks: dict[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+
+    def mismatches(self, history: list[dict[str, Any]]) -> list[str]:
+        """One line per acknowledged instruction whose status is not the one expected for it."""
+        types = {row["instruction_id"]: row["instruction_type"] for row in history}
+        return [
+            f"instruction {types.get(iid, '?')} ({iid}): acknowledged {self.acks[iid]!r}, "
+            f"expected {self.expected[iid]!r}"
+            for iid in self.instructions
+            if iid in self.acks and self.acks[iid] != self.expected[iid]
+        ]
 
 
 def _print(out: TextIO, text: str) -> None:
@@ -76,23 +104,36 @@ def _summary(state: DemoState, expected: dict[str, int], history: list[dict[str,
         exp, got = expected[kind], state.counts.get(kind, 0)
         lines.append(f"{kind:<20}{exp:>12}{got:>14}{'ok' if exp == got else 'MISMATCH':>10}")
     lines.append("")
-    lines.append(f"{'instruction':<34}{'ack status':>12}{'round trip':>12}")
-    lines.append("-" * 58)
+    lines.append(f"{'instruction':<38}{'ack status':>11}{'expected':>11}{'round trip':>11}")
+    lines.append("-" * 71)
     for row in history:
         rtt = row.get("_rtt_ms")
         rtt_text = f"{rtt:.0f} ms" if isinstance(rtt, float) else "-"
-        lines.append(f"{row['instruction_type']:<34}{row.get('ack_status') or 'none'!s:>12}{rtt_text:>12}")
+        status = str(row.get("ack_status") or "none")
+        want = state.expected.get(row["instruction_id"], "?")
+        mark = "" if status == want else "  MISMATCH"
+        lines.append(f"{row['instruction_type']:<38}{status:>11}{want:>11}{rtt_text:>11}{mark}")
     acked = sum(1 for i in state.instructions if i in state.acks)
-    lines.append("-" * 58)
-    lines.append(f"instructions issued {len(state.instructions)}, acknowledged {acked}")
+    as_expected = sum(1 for i in state.instructions if state.acks.get(i) == state.expected[i])
+    lines.append("-" * 71)
+    lines.append(
+        f"instructions issued {len(state.instructions)}, acknowledged {acked}, as expected {as_expected}"
+    )
     lines.append(f"result: {'OK' if ok else 'FAILED'}")
     return "\n".join(lines)
 
 
 async def run_demo(
-    *, seed: int = 0, duration_s: float = 20.0, timeout_s: float = 120.0, keep: bool = False, out: TextIO
+    *,
+    seed: int = 0,
+    duration_s: float = 20.0,
+    timeout_s: float = 120.0,
+    keep: bool = False,
+    out: TextIO,
+    instructions: tuple[DemoInstruction, ...] = DEMO_INSTRUCTIONS,
 ) -> int:
-    """Run the demo; returns 0 when the backend matches the manifest and every instruction was acknowledged."""
+    """Run the demo; returns 0 when the backend matches the manifest and every instruction was acknowledged
+    with the status expected for it, 1 otherwise (with a line naming each mismatch)."""
     from testbed.backend import BackendServer
     from testbed.epu import GeneratorConfig, SessionGenerator, TimingMode
 
@@ -104,7 +145,16 @@ async def run_demo(
         server = BackendServer(work / "backend.sqlite3", port=0).start()
         try:
             return await _run(
-                server, work, seed, duration_s, timeout_s, out, GeneratorConfig, SessionGenerator, TimingMode
+                server,
+                work,
+                seed,
+                duration_s,
+                timeout_s,
+                out,
+                instructions,
+                GeneratorConfig,
+                SessionGenerator,
+                TimingMode,
             )
         finally:
             server.stop()
@@ -124,6 +174,7 @@ async def _run(
     duration_s: float,
     timeout_s: float,
     out: TextIO,
+    instructions: tuple[DemoInstruction, ...],
     generator_config: Any,
     session_generator: Any,
     timing: Any,
@@ -171,11 +222,14 @@ async def _run(
         state.generator_done = True
 
     async def issue_instructions() -> None:
-        for at, kind, payload in DEMO_INSTRUCTIONS:
-            delay = at - (time.monotonic() - state.started)
+        for item in instructions:
+            delay = item.at_s - (time.monotonic() - state.started)
             if delay > 0:
                 await asyncio.sleep(delay)
-            iid = await asyncio.to_thread(server.create_instruction, session_id, kind, payload)
+            iid = await asyncio.to_thread(
+                server.create_instruction, session_id, item.instruction_type, item.payload
+            )
+            state.expected[iid] = item.expected
             state.instructions.append(iid)
 
     gen_task = asyncio.create_task(write_session(), name="generator")
@@ -183,6 +237,7 @@ async def _run(
     deadline = time.monotonic() + timeout_s
     history: list[dict[str, Any]] = []
     ok = False
+    mismatches: list[str] = []
     try:
         while time.monotonic() < deadline and not daemon_task.done():
             await asyncio.sleep(1.0)
@@ -192,6 +247,9 @@ async def _run(
                 row["instruction_id"]: row["ack_status"] for row in history if row.get("ack_status")
             }
             _print(out, _progress(state, expected))
+            mismatches = state.mismatches(history)
+            if mismatches:
+                break  # an acknowledgement is final: waiting longer cannot make the demo pass
             entities_ok = all(state.counts.get(k, 0) == v for k, v in expected.items())
             acks_ok = instr_task.done() and all(i in state.acks for i in state.instructions)
             if state.generator_done and entities_ok and acks_ok:
@@ -203,7 +261,10 @@ async def _run(
         comp.daemon.request_stop("demo finished")
         code = await daemon_task
         await comp.close()
-    if ok:
+    if mismatches:
+        for line in mismatches:
+            _print(out, f"status mismatch: {line}")
+    elif ok:
         # Counts match; now every entity's key fields must match the manifest too.
         problems = await asyncio.to_thread(_field_check, server, generator.manifest, settings)
         for problem in problems:
@@ -264,7 +325,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "demo",
         help="run the whole system locally: testbed backend + simulated EPU session + simulated SEM",
         description="Needs the 'testbed' extra. Exit code 0 only if the backend ends with exactly the entities "
-        "of the simulated session and every instruction was acknowledged.",
+        "of the simulated session and every instruction was acknowledged with the status expected for it.",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated session")
     parser.add_argument(

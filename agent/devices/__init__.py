@@ -1,5 +1,7 @@
-"""The device layer: the Semphony SDK surface over pluggable async backends, guardrails, the SEM simulator,
-the Semphony HTTP backend, the OpenFIBSEM backend, the Athena decision-service client and image saving.
+"""The device layer: pluggable async backends behind one switch (the factory), the asynchronous device facade
+the daemon awaits (:mod:`agent.devices.microscope`), the synchronous Semphony SDK surface over the same facade,
+guardrails, the SEM simulator, the Semphony HTTP backend, the OpenFIBSEM backend, the Athena decision-service
+client and image saving.
 
 Subpackages: :mod:`agent.devices.semphony` (the SDK), :mod:`agent.devices.simulator` (the simulator),
 :mod:`agent.devices.openfibsem` (OpenFIBSEM). The wire protocol: :mod:`agent.devices.semphony_protocol`.
@@ -18,11 +20,12 @@ from agent.devices.errors import (
 from agent.devices.factory import BackendKind, create_backend, create_client
 from agent.devices.guardrails import DeviceState, ImagingGuardrails, StageSoftLimits, check_capability
 from agent.devices.http_backend import SemphonyHttpBackend
+from agent.devices.identity import InstrumentKey, instrument_key
 from agent.devices.image_store import SavedImage, UnsafePathError, save_image
+from agent.devices.microscope import DeviceSession, Microscope, open_microscope
 from agent.devices.models import AcquisitionConfig, AcquisitionResult
 from agent.devices.openfibsem import OpenFibsemBackend, OpenFibsemConfig
-from agent.devices.simulator.config import SimulatorConfig
-from agent.devices.simulator_backend import SimulatorBackend
+from agent.devices.simulator_config import SimulatorConfig
 
 __all__ = [
     "ACTION_CAPABILITIES",
@@ -34,9 +37,12 @@ __all__ = [
     "Capability",
     "DecisionRecord",
     "DeviceBackend",
+    "DeviceSession",
     "DeviceState",
     "ImagingConnection",
     "ImagingGuardrails",
+    "InstrumentKey",
+    "Microscope",
     "OpenFibsemBackend",
     "OpenFibsemConfig",
     "SavedImage",
@@ -44,7 +50,6 @@ __all__ = [
     "SemphonyGuardrailException",
     "SemphonyHttpBackend",
     "SemphonyUnsupportedError",
-    "SimulatorBackend",
     "SimulatorConfig",
     "StageSoftLimits",
     "UnsafePathError",
@@ -52,5 +57,7 @@ __all__ = [
     "check_capability",
     "create_backend",
     "create_client",
+    "instrument_key",
+    "open_microscope",
     "save_image",
 ]

@@ -16,13 +16,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = ["DeviceBackend"]
 
 
 class DeviceBackend(ABC):
     """Runs, sessions, device attachment, capability invocation and artifact download, as coroutines."""
+
+    #: The ``device.backend`` value that builds this backend. The autofocus policy keys its validation
+    #: verdicts by it together with the instrument's identity.
+    kind: ClassVar[str] = "unknown"
 
     @abstractmethod
     async def create_run(

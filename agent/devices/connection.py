@@ -1,9 +1,10 @@
-"""``ImagingConnection``: the agent's long-lived handle on the microscope.
+"""``ImagingConnection``: a long-lived synchronous handle on the microscope, for scripts and notebooks.
 
 One client, one run (resumed by name), one session with guardrails, one attached :class:`ImagingDevice`. It is
-opened lazily on first use, so the daemon starts even while the control server is down, and reopened after
+opened lazily on first use, so a script starts even while the control server is down, and reopened after
 :meth:`ImagingConnection.reset` (call it when the server lost the session: a 404/409 on the session). The
-methods are synchronous and thread-safe; the instruction executor calls them via ``asyncio.to_thread``.
+methods are synchronous and thread-safe. The daemon does not use it: it awaits the asynchronous facade through
+:func:`agent.instructions.context.microscope_handle`.
 """
 
 from __future__ import annotations

@@ -10,10 +10,10 @@ from agent.devices.http_backend import SemphonyHttpBackend
 from agent.devices.openfibsem.backend import OpenFibsemBackend
 from agent.devices.openfibsem.config import OpenFibsemConfig
 from agent.devices.semphony.client import SemphonyClient
-from agent.devices.simulator.config import SimulatorConfig
 from agent.devices.simulator_backend import SimulatorBackend
+from agent.devices.simulator_config import SimulatorConfig
 
-__all__ = ["BackendKind", "create_backend", "create_client"]
+__all__ = ["BackendKind", "create_backend", "create_client", "true_focus"]
 
 BackendKind = Literal["simulator", "semphony", "openfibsem"]
 
@@ -65,3 +65,17 @@ def create_client(
         device_slug=device_slug,
     )
     return SemphonyClient.from_backend(backend)
+
+
+def true_focus(backend: DeviceBackend) -> tuple[float, float, float] | None:
+    """The in-focus settings ``(wd_mm, stigm_x, stigm_y)`` where the backend knows them, else None.
+
+    Only the simulator does (its hidden truth); `em-agent autofocus validate` scores trials against it there and
+    against the focus found at the start on a real instrument. Asked here so that no module but the factory
+    needs to know the simulator's type.
+    """
+    if not isinstance(backend, SimulatorBackend):
+        return None
+    sim = backend.server.sem
+    ideal = sim.ideal_stigmator
+    return (sim.true_focus_wd_mm(), ideal[0], ideal[1])

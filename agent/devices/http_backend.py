@@ -33,6 +33,8 @@ __all__ = ["SemphonyHttpBackend"]
 class SemphonyHttpBackend(DeviceBackend):
     """A :class:`DeviceBackend` talking to a Semphony control server."""
 
+    kind = "semphony"
+
     def __init__(
         self,
         base_url: str,

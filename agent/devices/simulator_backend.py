@@ -6,8 +6,8 @@ import time
 from collections.abc import Callable
 
 from agent.devices.control_core import ControlCoreBackend
-from agent.devices.simulator.config import SimulatorConfig
 from agent.devices.simulator.control import SimulatedControlServer
+from agent.devices.simulator_config import SimulatorConfig
 
 __all__ = ["SimulatorBackend"]
 
@@ -18,6 +18,8 @@ class SimulatorBackend(ControlCoreBackend):
     ``server`` is exposed so tests and the demo can inspect the simulator (``backend.server.sem``) or inject
     faults (``backend.server.acquire_timeouts = 1``).
     """
+
+    kind = "simulator"
 
     def __init__(
         self,

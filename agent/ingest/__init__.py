@@ -17,9 +17,11 @@ if TYPE_CHECKING:
     from agent.ingest.entities import ContributionBuilder
     from agent.ingest.flusher import FlushMetrics, IngestClient, OutboxFlusher
     from agent.ingest.identity import EM_AGENT_NAMESPACE, EntityKind, acquisition_key, entity_uuid
+    from agent.ingest.kinds import KINDS, KindSpec
+    from agent.ingest.records import CommitResult, Contribution, FileRecord, OutboxItem, Outcome
     from agent.ingest.service import IngestMetrics, IngestService
     from agent.ingest.settle import Settler
-    from agent.ingest.store import Contribution, FileRecord, IngestStore, OutboxItem
+    from agent.ingest.store import IngestStore
     from agent.ingest.watcher import FileWatcher, is_network_path, scan_tree
 
 _WHERE = {
@@ -32,13 +34,17 @@ _WHERE = {
     "EntityKind": "identity",
     "acquisition_key": "identity",
     "entity_uuid": "identity",
+    "KINDS": "kinds",
+    "KindSpec": "kinds",
     "IngestMetrics": "service",
     "IngestService": "service",
     "Settler": "settle",
-    "Contribution": "store",
-    "FileRecord": "store",
+    "CommitResult": "records",
+    "Contribution": "records",
+    "FileRecord": "records",
+    "Outcome": "records",
+    "OutboxItem": "records",
     "IngestStore": "store",
-    "OutboxItem": "store",
     "FileWatcher": "watcher",
     "is_network_path": "watcher",
     "scan_tree": "watcher",
@@ -56,6 +62,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "EM_AGENT_NAMESPACE",
+    "KINDS",
+    "CommitResult",
     "Contribution",
     "ContributionBuilder",
     "EntityKind",
@@ -67,8 +75,10 @@ __all__ = [
     "IngestMetrics",
     "IngestService",
     "IngestStore",
+    "KindSpec",
     "OutboxFlusher",
     "OutboxItem",
+    "Outcome",
     "Settler",
     "acquisition_key",
     "entity_uuid",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class IngestConfig(BaseModel):
@@ -17,7 +17,8 @@ class IngestConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     watch_dir: Path = Field(
-        description="Root folder to watch: one EPU session folder, or a folder holding several."
+        description="Root folder to watch: one EPU session folder, or a folder holding several (a relative "
+        "path is taken from the working folder and made absolute: paths sent to the backend are absolute)."
     )
     observer: Literal["auto", "native", "polling"] = Field(
         default="auto",
@@ -110,6 +111,19 @@ class IngestConfig(BaseModel):
         description="Windows path prefix -> local path, used to find the atlas an EpuSession.dm points to.",
     )
     drain_timeout_s: float = Field(default=10.0, ge=0, description="Bound of the flush on stop().")
+
+    # Every path the agent sends (storage_path, data_dir, image paths, ...) is derived from these folders. A
+    # relative watch folder would put paths relative to the agent's working folder on the wire, which mean
+    # nothing to the backend or to processing on another machine: they are made absolute once, here.
+    @field_validator("watch_dir")
+    @classmethod
+    def _absolute_watch_dir(cls, value: Path) -> Path:
+        return value.absolute()
+
+    @field_validator("path_map")
+    @classmethod
+    def _absolute_path_map(cls, value: dict[str, Path]) -> dict[str, Path]:
+        return {prefix: local.absolute() for prefix, local in value.items()}
 
 
 __all__ = ["IngestConfig"]

@@ -1,35 +1,27 @@
 """From parse results to contributions, and from merged contributions to wire payloads.
 
 :func:`contributions_for` turns one parsed file into :class:`~agent.ingest.store.Contribution` rows: per entity,
-the fields its file kind *provides* (``converters.merge.PROVIDED_FIELDS``) plus the identity fields (natural ids
-and the deterministic uuids of the entity and its parent). :func:`render` turns the merged fields of an entity back
-into its domain model and through ``EntityConverter`` into the request body the backend receives; it also decides
-whether the entity is kept off the backend (near-grid-bar holes when configured, as SmartEM's client does).
+the fields its file kind *provides* plus the identity fields (natural ids and the deterministic uuids of the entity
+and its parent). :func:`render` turns the merged fields of an entity back into its domain model and through
+``EntityConverter`` into the request body the backend receives; it also decides whether the entity is kept off the
+backend (near-grid-bar holes when configured, as SmartEM's client does). Ranks, provided fields, primary sources
+and the request model of each kind come from the one table of :mod:`agent.ingest.kinds`; the atlas, which joins a
+session only once both files are known, is :mod:`agent.ingest.atlas`'s.
 """
 
 from __future__ import annotations
 
-import os
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from agent.ingest.identity import EntityKind, acquisition_key, entity_uuid
-from agent.ingest.store import SYNTHESIZED_RANK, SYNTHESIZED_SOURCE, BuildParent, Contribution, Render
-from converters.entity_converter import EntityConverter
-from converters.merge import provided_fields
-from converters.models import (
-    AcquisitionData,
-    AtlasData,
-    FoilHoleData,
-    GridData,
-    GridSquareData,
-    MicrographData,
-)
+from agent.ingest.kinds import KINDS
+from agent.ingest.records import SYNTHESIZED_RANK, SYNTHESIZED_SOURCE, BuildParent, Contribution, Render
+from converters.merge import image_version
+from converters.models import AcquisitionData, FoilHoleData, GridData, GridSquareData, MicrographData
 from converters.parse import (
-    ParsedAtlas,
     ParsedFile,
     ParsedFoilHoleImage,
     ParsedFractions,
@@ -41,37 +33,83 @@ from converters.parse import (
 from converters.paths import EpuFileKind
 from converters.requests import to_wire
 
-#: Merge rank of each source: a higher rank's fields override a lower one's where two sources set the same field
-#: (with ``PROVIDED_FIELDS`` they rarely overlap; the grid-square image's ``session_root`` equals the .dm's).
-SOURCE_RANK: dict[EpuFileKind, int] = {
-    EpuFileKind.SESSION: 0,
-    EpuFileKind.ATLAS: 1,
-    EpuFileKind.GRIDSQUARE_METADATA: 2,
-    EpuFileKind.GRIDSQUARE_IMAGE: 3,
-    EpuFileKind.FOILHOLE_IMAGE: 4,
-    EpuFileKind.MICROGRAPH: 5,
-    EpuFileKind.FRACTIONS: 6,
-}
-
 _UUID_FIELDS = frozenset(
     {"uuid", "grid_uuid", "acquisition_uuid", "gridsquare_uuid", "foilhole_uuid", "atlas_uuid"}
 )
 
 
-def norm_path(path: str | os.PathLike[str]) -> str:
-    """Canonical form of a local path, used to match an atlas file with the session that names it."""
-    return os.path.normcase(str(Path(path).absolute()))
-
-
-def _dump(model: BaseModel, names: frozenset[str] | None = None) -> dict[str, Any]:
+def dump(model: BaseModel, names: frozenset[str] | None = None) -> dict[str, Any]:
+    """The fields of ``model`` that a source provides (``None``: every field but the uuids), JSON-ready."""
     data = model.model_dump(mode="json", exclude_none=True)
     if names is None:
         return {k: v for k, v in data.items() if k not in _UUID_FIELDS}
     return {k: v for k, v in data.items() if k in names}
 
 
-def _stamp(value: datetime | None) -> str:
-    return "" if value is None else value.isoformat()
+def contribution(
+    kind: EntityKind,
+    uuid: str,
+    acq: str,
+    natural_id: str,
+    parent_uuid: str | None,
+    file_kind: EpuFileKind | None,
+    fields: dict[str, Any],
+    order: str = "",
+) -> Contribution:
+    """A contribution of file ``file_kind`` (``None``: synthesized from its children's paths) to one entity,
+    with the rank and primary flag the kind's table gives that source."""
+    if file_kind is None:
+        return Contribution(
+            kind, uuid, acq, natural_id, parent_uuid, SYNTHESIZED_SOURCE, SYNTHESIZED_RANK, order, fields
+        )
+    source = KINDS[kind].source(file_kind)
+    return Contribution(
+        kind,
+        uuid,
+        acq,
+        natural_id,
+        parent_uuid,
+        file_kind.value,
+        source.rank,
+        order,
+        fields,
+        primary=source.primary,
+    )
+
+
+def provided(kind: EntityKind, file_kind: EpuFileKind, model: BaseModel) -> dict[str, Any]:
+    """The fields of ``model`` that ``file_kind`` provides for entities of ``kind``."""
+    return dump(model, KINDS[kind].source(file_kind).fields)
+
+
+def square_contribution(
+    acq: str, square: GridSquareData, file_kind: EpuFileKind | None, fields: dict[str, Any], order: str = ""
+) -> Contribution:
+    """A grid-square contribution of ``file_kind`` (``None``: synthesized from its children's paths)."""
+    uuid = entity_uuid(acq, EntityKind.GRIDSQUARE, square.gridsquare_id)
+    grid_uuid = entity_uuid(acq, EntityKind.GRID, acq)
+    fields = {**fields, "gridsquare_id": square.gridsquare_id, "uuid": uuid, "grid_uuid": grid_uuid}
+    return contribution(
+        EntityKind.GRIDSQUARE, uuid, acq, square.gridsquare_id, grid_uuid, file_kind, fields, order
+    )
+
+
+def hole_contribution(
+    acq: str, hole: FoilHoleData, file_kind: EpuFileKind | None, fields: dict[str, Any], order: str = ""
+) -> Contribution:
+    """A foil-hole contribution of ``file_kind`` (``None``: synthesized from its children's paths)."""
+    uuid = entity_uuid(acq, EntityKind.FOILHOLE, hole.foilhole_id)
+    square_uuid = entity_uuid(acq, EntityKind.GRIDSQUARE, str(hole.gridsquare_id))
+    fields = {
+        **fields,
+        "foilhole_id": hole.foilhole_id,
+        "gridsquare_id": hole.gridsquare_id,
+        "uuid": uuid,
+        "gridsquare_uuid": square_uuid,
+    }
+    return contribution(
+        EntityKind.FOILHOLE, uuid, acq, hole.foilhole_id, square_uuid, file_kind, fields, order
+    )
 
 
 class ContributionBuilder:
@@ -90,7 +128,7 @@ class ContributionBuilder:
     # ------------------------------------------------------------------ per kind
 
     def contributions_for(self, parsed: ParsedFile) -> list[Contribution]:
-        """Contributions of one parsed file; the atlas is handled by :meth:`atlas_contributions`."""
+        """Contributions of one parsed file; the atlas is joined to its sessions by :mod:`agent.ingest.atlas`."""
         if isinstance(parsed, ParsedSession):
             return self._session(parsed)
         if isinstance(parsed, ParsedGridSquareMetadata):
@@ -100,7 +138,9 @@ class ContributionBuilder:
         if isinstance(parsed, ParsedFoilHoleImage):
             return self._foilhole_image(parsed)
         if isinstance(parsed, ParsedMicrograph):
-            return self._micrograph(parsed.micrograph, EpuFileKind.MICROGRAPH, _dump(parsed.micrograph), True)
+            mic = parsed.micrograph
+            fields = provided(EntityKind.MICROGRAPH, EpuFileKind.MICROGRAPH, mic)
+            return self._micrograph(mic, EpuFileKind.MICROGRAPH, fields, True)
         if isinstance(parsed, ParsedFractions):
             return self._fractions(parsed)
         # Atlas images, tile images, samples and screening sessions add nothing the backend stores.
@@ -112,30 +152,16 @@ class ContributionBuilder:
             return []
         acq_uuid = entity_uuid(acq, EntityKind.ACQUISITION, acq)
         grid_uuid = entity_uuid(acq, EntityKind.GRID, acq)
-        rank = SOURCE_RANK[EpuFileKind.SESSION]
+        kind = EpuFileKind.SESSION
+        acq_fields = {**provided(EntityKind.ACQUISITION, kind, parsed.acquisition), "uuid": acq_uuid}
+        grid_fields = {
+            **provided(EntityKind.GRID, kind, parsed.grid),
+            "uuid": grid_uuid,
+            "acquisition_uuid": acq_uuid,
+        }
         return [
-            Contribution(
-                EntityKind.ACQUISITION,
-                acq_uuid,
-                acq,
-                acq,
-                None,
-                "session",
-                rank,
-                "",
-                {**_dump(parsed.acquisition), "uuid": acq_uuid},
-            ),
-            Contribution(
-                EntityKind.GRID,
-                grid_uuid,
-                acq,
-                acq,
-                acq_uuid,
-                "session",
-                rank,
-                "",
-                {**_dump(parsed.grid), "uuid": grid_uuid, "acquisition_uuid": acq_uuid},
-            ),
+            contribution(EntityKind.ACQUISITION, acq_uuid, acq, acq, None, kind, acq_fields),
+            contribution(EntityKind.GRID, grid_uuid, acq, acq, acq_uuid, kind, grid_fields),
         ]
 
     def _square(
@@ -146,20 +172,8 @@ class ContributionBuilder:
         fields: dict[str, Any],
         order: str = "",
     ) -> Contribution:
-        """A grid-square contribution of file ``kind`` (``None``: synthesized from its children's paths)."""
-        uuid = entity_uuid(acq, EntityKind.GRIDSQUARE, square.gridsquare_id)
-        grid_uuid = entity_uuid(acq, EntityKind.GRID, acq)
-        return Contribution(
-            EntityKind.GRIDSQUARE,
-            uuid,
-            acq,
-            square.gridsquare_id,
-            grid_uuid,
-            SYNTHESIZED_SOURCE if kind is None else kind.value,
-            SYNTHESIZED_RANK if kind is None else SOURCE_RANK[kind],
-            order,
-            {**fields, "gridsquare_id": square.gridsquare_id, "uuid": uuid, "grid_uuid": grid_uuid},
-        )
+        """:func:`square_contribution`."""
+        return square_contribution(acq, square, kind, fields, order)
 
     def _hole(
         self,
@@ -169,26 +183,8 @@ class ContributionBuilder:
         fields: dict[str, Any],
         order: str = "",
     ) -> Contribution:
-        """A foil-hole contribution of file ``kind`` (``None``: synthesized from its children's paths)."""
-        uuid = entity_uuid(acq, EntityKind.FOILHOLE, hole.foilhole_id)
-        square_uuid = entity_uuid(acq, EntityKind.GRIDSQUARE, str(hole.gridsquare_id))
-        return Contribution(
-            EntityKind.FOILHOLE,
-            uuid,
-            acq,
-            hole.foilhole_id,
-            square_uuid,
-            SYNTHESIZED_SOURCE if kind is None else kind.value,
-            SYNTHESIZED_RANK if kind is None else SOURCE_RANK[kind],
-            order,
-            {
-                **fields,
-                "foilhole_id": hole.foilhole_id,
-                "gridsquare_id": hole.gridsquare_id,
-                "uuid": uuid,
-                "gridsquare_uuid": square_uuid,
-            },
-        )
+        """:func:`hole_contribution`."""
+        return hole_contribution(acq, hole, kind, fields, order)
 
     def _gridsquare_dm(self, parsed: ParsedGridSquareMetadata) -> list[Contribution]:
         acq = self.acq_key(parsed.gridsquare.session_root or parsed.epu_path.session_root)
@@ -197,11 +193,13 @@ class ContributionBuilder:
         kind = EpuFileKind.GRIDSQUARE_METADATA
         out = [
             self._square(
-                acq, parsed.gridsquare, kind, _dump(parsed.gridsquare, provided_fields(GridSquareData, kind))
+                acq, parsed.gridsquare, kind, provided(EntityKind.GRIDSQUARE, kind, parsed.gridsquare)
             )
         ]
-        names = provided_fields(FoilHoleData, kind)
-        out.extend(self._hole(acq, hole, kind, _dump(hole, names)) for hole in parsed.foilholes)
+        out.extend(
+            self._hole(acq, hole, kind, provided(EntityKind.FOILHOLE, kind, hole))
+            for hole in parsed.foilholes
+        )
         return out
 
     def _gridsquare_image(self, parsed: ParsedGridSquareImage) -> list[Contribution]:
@@ -210,9 +208,8 @@ class ContributionBuilder:
         if square is None or acq is None:
             return []
         kind = EpuFileKind.GRIDSQUARE_IMAGE
-        fields = _dump(square, provided_fields(GridSquareData, kind))
-        # Several images of one square: the newest (file-name timestamp) is the one that counts.
-        return [self._square(acq, square, kind, fields, _stamp(square.image_timestamp))]
+        fields = provided(EntityKind.GRIDSQUARE, kind, square)
+        return [self._square(acq, square, kind, fields, image_version(square.image_timestamp))]
 
     def _foilhole_image(self, parsed: ParsedFoilHoleImage) -> list[Contribution]:
         hole = parsed.foilhole
@@ -220,9 +217,8 @@ class ContributionBuilder:
         if acq is None:
             return []
         kind = EpuFileKind.FOILHOLE_IMAGE
-        fields = _dump(hole, provided_fields(FoilHoleData, kind))
-        # Two images per hole (before and after re-centring): the newer file-name timestamp wins in any order.
-        return [self._hole(acq, hole, kind, fields, _stamp(hole.image_timestamp))]
+        fields = provided(EntityKind.FOILHOLE, kind, hole)
+        return [self._hole(acq, hole, kind, fields, image_version(hole.image_timestamp))]
 
     def _micrograph(
         self, mic: MicrographData, kind: EpuFileKind, fields: dict[str, Any], primary: bool
@@ -239,6 +235,7 @@ class ContributionBuilder:
             "uuid": uuid,
             "foilhole_uuid": hole_uuid,
         }
+        rank = KINDS[EntityKind.MICROGRAPH].source(kind).rank
         return [
             Contribution(
                 EntityKind.MICROGRAPH,
@@ -247,10 +244,10 @@ class ContributionBuilder:
                 mic.micrograph_id,
                 hole_uuid,
                 kind.value,
-                SOURCE_RANK[kind],
+                rank,
                 "",
                 fields,
-                primary=primary,
+                primary,
             )
         ]
 
@@ -264,9 +261,9 @@ class ContributionBuilder:
             gridsquare_id=info.gridsquare_id,
             session_root=info.session_root,
         )
+        kind = EpuFileKind.FRACTIONS
         fields = {"fractions": parsed.fractions.model_dump(mode="json", exclude_none=True)}
-        # Secondary: a fractions file alone does not make a micrograph.
-        return self._micrograph(mic, EpuFileKind.FRACTIONS, fields, False)
+        return self._micrograph(mic, kind, fields, KINDS[EntityKind.MICROGRAPH].source(kind).primary)
 
     # ------------------------------------------------------------ synthesized parents
 
@@ -310,33 +307,13 @@ class ContributionBuilder:
                 grid = GridData(
                     session_id=root.name, session_root=session_root, name=root.name, data_dir=session_root
                 )
-                fields = {**_dump(grid), "uuid": grid_uuid, "acquisition_uuid": acq_uuid}
-                return Contribution(
-                    EntityKind.GRID,
-                    grid_uuid,
-                    acq,
-                    acq,
-                    acq_uuid,
-                    SYNTHESIZED_SOURCE,
-                    SYNTHESIZED_RANK,
-                    "",
-                    fields,
-                )
+                fields = {**dump(grid), "uuid": grid_uuid, "acquisition_uuid": acq_uuid}
+                return contribution(EntityKind.GRID, grid_uuid, acq, acq, acq_uuid, None, fields)
             case EntityKind.GRID:
                 acq_uuid = entity_uuid(acq, EntityKind.ACQUISITION, acq)
                 acquisition = AcquisitionData(session_id=root.name, session_root=session_root, name=root.name)
-                fields = {**_dump(acquisition), "uuid": acq_uuid}
-                return Contribution(
-                    EntityKind.ACQUISITION,
-                    acq_uuid,
-                    acq,
-                    acq,
-                    None,
-                    SYNTHESIZED_SOURCE,
-                    SYNTHESIZED_RANK,
-                    "",
-                    fields,
-                )
+                fields = {**dump(acquisition), "uuid": acq_uuid}
+                return contribution(EntityKind.ACQUISITION, acq_uuid, acq, acq, None, None, fields)
         return None
 
     @property
@@ -344,97 +321,16 @@ class ContributionBuilder:
         """:meth:`synthesized_parent` as the store's callable."""
         return self.synthesized_parent
 
-    # ------------------------------------------------------------------ atlas
-
-    def atlas_contributions(self, acq: str, parsed: ParsedAtlas) -> list[Contribution]:
-        """The atlas (tiles embedded), its tile-to-square links and atlas-derived square fields, for one session."""
-        atlas = parsed.atlas
-        grid_uuid = entity_uuid(acq, EntityKind.GRID, acq)
-        atlas_uuid = entity_uuid(acq, EntityKind.ATLAS, atlas.atlas_id)
-        rank = SOURCE_RANK[EpuFileKind.ATLAS]
-        tiles = [
-            tile.model_copy(
-                update={
-                    "uuid": entity_uuid(acq, EntityKind.ATLAS_TILE, tile.tile_id),
-                    "atlas_uuid": atlas_uuid,
-                }
-            )
-            for tile in atlas.tiles
-        ]
-        data = atlas.model_copy(update={"uuid": atlas_uuid, "grid_uuid": grid_uuid, "tiles": tiles})
-        out = [
-            Contribution(
-                EntityKind.ATLAS,
-                atlas_uuid,
-                acq,
-                atlas.atlas_id,
-                grid_uuid,
-                "atlas",
-                rank,
-                "",
-                data.model_dump(mode="json", exclude_none=True),
-            )
-        ]
-        kind = EpuFileKind.ATLAS
-        names = provided_fields(GridSquareData, kind)
-        out.extend(self._square(acq, sq, kind, _dump(sq, names)) for sq in parsed.gridsquares)
-        for tile in tiles:
-            positions = [
-                to_wire(
-                    EntityConverter.tile_position_to_request(
-                        pos.model_copy(
-                            update={
-                                "gridsquare_uuid": entity_uuid(acq, EntityKind.GRIDSQUARE, pos.gridsquare_id)
-                            }
-                        )
-                    )
-                )
-                for pos in tile.gridsquare_positions
-            ]
-            if not positions:
-                continue
-            out.append(
-                Contribution(
-                    EntityKind.ATLAS_TILE,
-                    str(tile.uuid),
-                    acq,
-                    tile.tile_id,
-                    atlas_uuid,
-                    "atlas",
-                    rank,
-                    "",
-                    {"positions": positions},
-                )
-            )
-        return out
-
     # ------------------------------------------------------------------ render
 
     def render(self, kind: EntityKind, merged: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Merged fields -> (wire payload, skip); see :data:`agent.ingest.store.Render`."""
-        match kind:
-            case EntityKind.ACQUISITION:
-                return to_wire(
-                    EntityConverter.acquisition_to_request(AcquisitionData.model_validate(merged))
-                ), False
-            case EntityKind.GRID:
-                return to_wire(EntityConverter.grid_to_request(GridData.model_validate(merged))), False
-            case EntityKind.ATLAS:
-                return to_wire(EntityConverter.atlas_to_request(AtlasData.model_validate(merged))), False
-            case EntityKind.GRIDSQUARE:
-                square = GridSquareData.model_validate(merged)
-                return to_wire(EntityConverter.gridsquare_to_request(square)), False
-            case EntityKind.FOILHOLE:
-                hole = FoilHoleData.model_validate(merged)
-                skip = self.skip_near_grid_bar_holes and bool(hole.is_near_grid_bar)
-                return to_wire(EntityConverter.foilhole_to_request(hole)), skip
-            case EntityKind.MICROGRAPH:
-                return to_wire(
-                    EntityConverter.micrograph_to_request(MicrographData.model_validate(merged))
-                ), False
-            case EntityKind.ATLAS_TILE:
-                return dict(merged), False
-        raise AssertionError(kind)
+        """Merged fields -> (wire payload, skip); see :data:`agent.ingest.records.Render`."""
+        spec = KINDS[kind]
+        request = spec.to_request(merged)
+        skip = (
+            self.skip_near_grid_bar_holes and spec.near_grid_bar is not None and spec.near_grid_bar(request)
+        )
+        return to_wire(request), skip
 
     @property
     def renderer(self) -> Render:
@@ -442,4 +338,11 @@ class ContributionBuilder:
         return self.render
 
 
-__all__ = ["SOURCE_RANK", "ContributionBuilder", "norm_path"]
+__all__ = [
+    "ContributionBuilder",
+    "contribution",
+    "dump",
+    "hole_contribution",
+    "provided",
+    "square_contribution",
+]

@@ -6,12 +6,16 @@ squares through the batch endpoint (one request per grid), foil holes in one req
 through the testbed's batch extension (falling back to single posts on a backend without it), everything else one
 by one. Requests run concurrently up to ``flush_concurrency``.
 
-Idempotence comes from the deterministic UUIDs: a create the backend already holds is answered with 409 (strict
-backends) or 500 (SmartEM's unhandled integrity error); the flusher then confirms the entity exists (a GET after a
-500) and sends an update instead. A row is deleted only after the backend confirmed its payload version.
+What each kind needs (request model, create, update and batch request specs, send order) comes from the table of
+:mod:`agent.ingest.kinds`; every request goes out through the client's one ``request(spec)`` call, under its
+retry policy. Idempotence comes from the deterministic UUIDs: a create the backend already holds is answered with
+409 (strict backends) or 500 (SmartEM's unhandled integrity error); the flusher then confirms the entity exists (a
+GET after a 500) and sends an update instead. A row is deleted only after the backend confirmed its payload
+version.
 
-While the backend is unavailable, rows stay in the database and the flusher backs off exponentially; a 4xx
-rejection keeps the row too, retried after ``rejected_retry_s`` with the error recorded for ``error_info``.
+While the backend is unavailable, rows stay in the database and the flusher backs off with the retry policy's
+backoff, for ever; a 4xx rejection keeps the row too, retried after ``rejected_retry_s`` with the error recorded
+for ``error_info``.
 """
 
 from __future__ import annotations
@@ -22,13 +26,13 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-from pydantic import BaseModel
+from typing import Any, Protocol, TypeVar
 
 from agent.ingest.config import IngestConfig
-from agent.ingest.identity import SEND_ORDER, EntityKind
+from agent.ingest.identity import EntityKind
+from agent.ingest.kinds import KINDS, KindSpec
 from agent.ingest.store import IngestStore, OutboxItem
+from backend_client import _operations as ops
 from backend_client.errors import (
     BackendError,
     BackendUnavailableError,
@@ -37,53 +41,20 @@ from backend_client.errors import (
     RequestRejectedError,
     ServerError,
 )
-from converters.requests import (
-    AcquisitionCreateRequest,
-    AtlasCreateRequest,
-    FoilHoleCreateRequest,
-    GridCreateRequest,
-    GridSquareCreateRequest,
-    GridSquarePositionRequest,
-    MicrographCreateRequest,
-)
+from backend_client.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 class IngestClient(Protocol):
-    """The part of ``backend_client.AsyncSmartEMAPIClient`` the flusher uses (request-model level methods)."""
+    """The part of ``backend_client.AsyncSmartEMAPIClient`` the flusher uses: one call that sends a request spec
+    under the client's retry policy."""
 
-    async def create_acquisition_request(self, req: AcquisitionCreateRequest) -> Any: ...
-    async def update_acquisition_request(self, req: AcquisitionCreateRequest) -> Any: ...
-    async def create_grid_request(self, req: GridCreateRequest) -> Any: ...
-    async def update_grid_request(self, req: GridCreateRequest) -> Any: ...
-    async def create_atlas_request(self, req: AtlasCreateRequest) -> Any: ...
-    async def link_tile_gridsquares_request(
-        self, tile_uuid: str, positions: list[GridSquarePositionRequest]
-    ) -> Any: ...
-    async def create_gridsquare_request(self, req: GridSquareCreateRequest) -> Any: ...
-    async def create_gridsquares_batch_request(
-        self, grid_uuid: str, reqs: list[GridSquareCreateRequest]
-    ) -> Any: ...
-    async def update_gridsquare_request(self, req: GridSquareCreateRequest) -> Any: ...
-    async def create_foilholes_request(
-        self, gridsquare_uuid: str, reqs: list[FoilHoleCreateRequest]
-    ) -> Any: ...
-    async def update_foilhole_request(self, req: FoilHoleCreateRequest) -> Any: ...
-    async def create_micrograph_request(self, req: MicrographCreateRequest) -> Any: ...
-    async def create_micrographs_batch_request(self, reqs: list[MicrographCreateRequest]) -> Any: ...
-    async def update_micrograph_request(self, req: MicrographCreateRequest) -> Any: ...
-    async def get_entity(self, kind: str, uuid: str) -> Any: ...
-
-
-_MODELS: dict[EntityKind, type[BaseModel]] = {
-    EntityKind.ACQUISITION: AcquisitionCreateRequest,
-    EntityKind.GRID: GridCreateRequest,
-    EntityKind.ATLAS: AtlasCreateRequest,
-    EntityKind.GRIDSQUARE: GridSquareCreateRequest,
-    EntityKind.FOILHOLE: FoilHoleCreateRequest,
-    EntityKind.MICROGRAPH: MicrographCreateRequest,
-}
+    async def request(self, spec: ops.RequestSpec[T]) -> T:
+        """Send ``spec``; the parsed response, or a :class:`~backend_client.errors.BackendError`."""
+        ...
 
 
 class _Unavailable(Exception):
@@ -120,10 +91,6 @@ class FlushMetrics:
         }
 
 
-def _request(item: OutboxItem) -> BaseModel:
-    return _MODELS[item.kind].model_validate(item.payload)
-
-
 def _chunks(items: Sequence[OutboxItem], size: int) -> list[Sequence[OutboxItem]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -145,7 +112,13 @@ class OutboxFlusher:
         self._on_confirmed = on_confirmed
         self._sem = asyncio.Semaphore(config.flush_concurrency)
         self._wake = asyncio.Event()
-        self._micrograph_batch = True
+        # Kinds whose optional batch endpoint the backend lacks (SmartEM has no micrograph batch).
+        self._no_batch: set[EntityKind] = set()
+        # Waits between rounds while the backend is unreachable (or a round failed): the one retry policy's
+        # backoff (full jitter), which the flusher applies for ever: rows are never dropped.
+        self._backoff = RetryPolicy(
+            wait_initial=config.flush_retry_initial_s, wait_max=config.flush_retry_max_s
+        )
         self.metrics = FlushMetrics()
         self._failures = 0
 
@@ -159,24 +132,14 @@ class OutboxFlusher:
             self._wake.clear()
             try:
                 progressed = await self.flush_once()
-            except _Unavailable:
-                self._failures += 1
-                delay = min(
-                    self._config.flush_retry_initial_s * 2 ** (self._failures - 1),
-                    self._config.flush_retry_max_s,
-                )
-                await self._sleep_or_wake(delay, wakeable=False)
-                continue
             except Exception as exc:
-                # A bug or a corrupt row must not stop the flusher for good: report it, back off, go on.
-                log.exception("ingest.flush_failed", extra={"event": "ingest.flush_failed"})
-                self._note_error(f"flush round failed: {type(exc).__name__}: {exc}")
+                if not isinstance(exc, _Unavailable):
+                    # A bug or a corrupt row must not stop the flusher for good: report it, back off, go on.
+                    log.exception("ingest.flush_failed", extra={"event": "ingest.flush_failed"})
+                    self._note_error(f"flush round failed: {type(exc).__name__}: {exc}")
                 self._failures += 1
-                delay = min(
-                    self._config.flush_retry_initial_s * 2 ** (self._failures - 1),
-                    self._config.flush_retry_max_s,
-                )
-                await self._sleep_or_wake(delay, wakeable=False)
+                # The client already honoured any Retry-After within its own attempts: plain backoff here.
+                await self._sleep_or_wake(self._backoff.backoff(self._failures), wakeable=False)
                 continue
             self._failures = 0
             if progressed:
@@ -211,9 +174,9 @@ class OutboxFlusher:
         # hold back the micrographs behind it. Creates are started first, parents' kinds first, because they
         # unblock children in the next round; the semaphore admits waiters in that order.
         ops: list[Awaitable[int]] = []
-        for kind in sorted(by_kind, key=SEND_ORDER.__getitem__):
+        for kind in sorted(by_kind, key=lambda k: KINDS[k].send_order):
             ops.extend(self._create_ops(kind, [i for i in by_kind[kind] if not i.created]))
-        for kind in sorted(by_kind, key=SEND_ORDER.__getitem__):
+        for kind in sorted(by_kind, key=lambda k: KINDS[k].send_order):
             ops.extend(self._send_update(i) for i in by_kind[kind] if i.created)
         results = await asyncio.gather(*ops, return_exceptions=True)
         confirmed = 0
@@ -240,82 +203,49 @@ class OutboxFlusher:
     def _create_ops(self, kind: EntityKind, creates: list[OutboxItem]) -> list[Awaitable[int]]:
         if not creates:
             return []
-        size = self._config.flush_batch
-        if kind is EntityKind.GRIDSQUARE:
-            per_grid: dict[str | None, list[OutboxItem]] = defaultdict(list)
-            for i in creates:
-                per_grid[i.parent_uuid].append(i)
-            return [
-                self._create_batch(kind, chunk, self._gridsquares_batch(parent, chunk))
-                for parent, group in per_grid.items()
-                for chunk in _chunks(group, size)
-            ]
-        if kind is EntityKind.FOILHOLE:
-            per_square: dict[str | None, list[OutboxItem]] = defaultdict(list)
-            for i in creates:
-                per_square[i.parent_uuid].append(i)
-            return [
-                self._create_batch(kind, chunk, self._foilholes_batch(parent, chunk))
-                for parent, group in per_square.items()
-                for chunk in _chunks(group, size)
-            ]
-        if kind is EntityKind.MICROGRAPH and self._micrograph_batch and len(creates) > 1:
-            return [self._create_micrograph_batch(chunk) for chunk in _chunks(creates, size)]
-        return [self._create_single(i) for i in creates]
+        spec = KINDS[kind]
+        batch = spec.batch
+        if batch is None or kind in self._no_batch or len(creates) < batch.min_size:
+            return [self._create_single(i) for i in creates]
+        groups: dict[str | None, list[OutboxItem]] = defaultdict(list)
+        for i in creates:
+            groups[i.parent_uuid if batch.per_parent else None].append(i)
+        return [
+            self._create_batch(spec, parent, chunk)
+            for parent, group in groups.items()
+            for chunk in _chunks(group, self._config.flush_batch)
+        ]
 
-    def _gridsquares_batch(
-        self, grid_uuid: str | None, chunk: Sequence[OutboxItem]
-    ) -> Callable[[], Awaitable[Any]]:
-        reqs = [GridSquareCreateRequest.model_validate(i.payload) for i in chunk]
-        return lambda: self._client.create_gridsquares_batch_request(str(grid_uuid), reqs)
-
-    def _foilholes_batch(
-        self, square_uuid: str | None, chunk: Sequence[OutboxItem]
-    ) -> Callable[[], Awaitable[Any]]:
-        reqs = [FoilHoleCreateRequest.model_validate(i.payload) for i in chunk]
-        return lambda: self._client.create_foilholes_request(str(square_uuid), reqs)
-
-    async def _call(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+    async def _call(self, spec: ops.RequestSpec[Any]) -> Any:
         """One request under the concurrency bound; transport failures abort the round."""
         async with self._sem:
             self.metrics.requests += 1
             try:
-                return await fn()
+                return await self._client.request(spec)
             except BackendUnavailableError as exc:
                 self._note_unavailable(exc)
                 raise _Unavailable(str(exc)) from exc
 
     async def _create_batch(
-        self, kind: EntityKind, chunk: Sequence[OutboxItem], fn: Callable[[], Awaitable[Any]]
+        self, spec: KindSpec[Any], parent: str | None, chunk: Sequence[OutboxItem]
     ) -> int:
+        batch = spec.batch
+        assert batch is not None  # _create_ops batches only kinds that have a batch endpoint
         try:
-            await self._call(fn)
-        except (ConflictError, ServerError):
-            # Some of the batch already exists (restart after a lost confirmation, or lost state): sort it out
-            # entity by entity, each create becoming an update where the backend already holds it.
-            return await self._create_each(chunk)
-        except NotFoundError:
-            await self._parent_missing(chunk)
-            return 0
-        except RequestRejectedError:
-            return await self._create_each(chunk)  # isolate the one bad row; the others go through
-        await self._confirm(chunk, created=True)
-        return len(chunk)
-
-    async def _create_micrograph_batch(self, chunk: Sequence[OutboxItem]) -> int:
-        reqs = [MicrographCreateRequest.model_validate(i.payload) for i in chunk]
-        try:
-            await self._call(lambda: self._client.create_micrographs_batch_request(reqs))
+            await self._call(batch.build(parent, [spec.request(i.payload) for i in chunk]))
         except NotFoundError as exc:
-            if "foilhole" in (exc.detail or "").lower() and self._micrograph_batch:
+            about_parent = spec.parent is not None and spec.parent.value in (exc.detail or "").lower()
+            if not batch.optional or (about_parent and spec.kind not in self._no_batch):
                 await self._parent_missing(chunk)
                 return 0
-            # SmartEM has no micrograph batch endpoint: single posts from now on.
-            if self._micrograph_batch:
-                log.info("ingest.micrograph_batch_unsupported", extra={"event": "ingest.fallback"})
-            self._micrograph_batch = False
+            # The backend lacks this extension (SmartEM has no micrograph batch): single creates from now on.
+            if spec.kind not in self._no_batch:
+                log.info(f"ingest.{spec.kind.value}_batch_unsupported", extra={"event": "ingest.fallback"})
+            self._no_batch.add(spec.kind)
             return await self._create_each(chunk)
         except (ConflictError, ServerError, RequestRejectedError):
+            # Some of the batch already exists (restart after a lost confirmation, or lost state), or one row is
+            # bad: sort it out entity by entity, each create becoming an update where the backend holds it.
             return await self._create_each(chunk)
         await self._confirm(chunk, created=True)
         return len(chunk)
@@ -329,33 +259,11 @@ class OutboxFlusher:
             total += res
         return total
 
-    def _single_create(self, item: OutboxItem) -> Callable[[], Awaitable[Any]]:
-        if item.kind is EntityKind.ATLAS_TILE:
-            return self._link_tile(item)
-        req = _request(item)
-        c = self._client
-        match item.kind:
-            case EntityKind.ACQUISITION:
-                return lambda: c.create_acquisition_request(req)  # type: ignore[arg-type]
-            case EntityKind.GRID:
-                return lambda: c.create_grid_request(req)  # type: ignore[arg-type]
-            case EntityKind.ATLAS:
-                return lambda: c.create_atlas_request(req)  # type: ignore[arg-type]
-            case EntityKind.GRIDSQUARE:
-                return lambda: c.create_gridsquare_request(req)  # type: ignore[arg-type]
-            case EntityKind.FOILHOLE:
-                return lambda: c.create_foilholes_request(str(item.parent_uuid), [req])  # type: ignore[list-item]
-            case EntityKind.MICROGRAPH:
-                return lambda: c.create_micrograph_request(req)  # type: ignore[arg-type]
-        raise AssertionError(item.kind)
-
-    def _link_tile(self, item: OutboxItem) -> Callable[[], Awaitable[Any]]:
-        positions = [GridSquarePositionRequest.model_validate(p) for p in item.payload.get("positions", [])]
-        return lambda: self._client.link_tile_gridsquares_request(item.uuid, positions)
-
     async def _create_single(self, item: OutboxItem) -> int:
+        spec = KINDS[item.kind]
+        request = spec.create(spec.request(item.payload), item.uuid, item.parent_uuid)
         try:
-            await self._call(self._single_create(item))
+            await self._call(request)
         except ConflictError:
             return await self._exists_then_update(item, known=True)
         except ServerError as exc:
@@ -374,13 +282,12 @@ class OutboxFlusher:
     ) -> int:
         """A create collided with an existing row: make sure it is there, then send our payload as an update."""
         self.metrics.conflicts += 1
-        if item.kind is EntityKind.ATLAS_TILE:
-            # Tile links are one-shot on SmartEM (a repeat is an integrity error): the links are in place.
+        if KINDS[item.kind].repeat_is_done:
             await self._confirm([item], created=True)
             return 1
         if not known:
             try:
-                await self._call(lambda: self._client.get_entity(item.kind.value, item.uuid))
+                await self._call(ops.get_entity(item.kind.value, item.uuid))
             except NotFoundError:
                 await self._reject([item], error or ServerError("create failed"))
                 return 0
@@ -389,41 +296,17 @@ class OutboxFlusher:
 
     # ------------------------------------------------------------------ updates
 
-    def _single_update(self, item: OutboxItem) -> Callable[[], Awaitable[Any]] | None:
-        c = self._client
-        match item.kind:
-            case EntityKind.ACQUISITION:
-                acq = AcquisitionCreateRequest.model_validate(item.payload)
-                return lambda: c.update_acquisition_request(acq)
-            case EntityKind.GRID:
-                grid = GridCreateRequest.model_validate(item.payload)
-                return lambda: c.update_grid_request(grid)
-            case EntityKind.GRIDSQUARE:
-                gs = GridSquareCreateRequest.model_validate(item.payload)
-                return lambda: c.update_gridsquare_request(gs)
-            case EntityKind.FOILHOLE:
-                fh = FoilHoleCreateRequest.model_validate(item.payload)
-                return lambda: c.update_foilhole_request(fh)
-            case EntityKind.MICROGRAPH:
-                mic = MicrographCreateRequest.model_validate(item.payload)
-                return lambda: c.update_micrograph_request(mic)
-            case EntityKind.ATLAS_TILE:
-                return self._link_tile(item)  # the testbed updates links in place
-            case EntityKind.ATLAS:
-                return None  # no atlas update in the agent's API: the atlas is created once with its tiles
-        raise AssertionError(item.kind)
-
     async def _send_update(self, item: OutboxItem) -> int:
-        fn = self._single_update(item)
-        if fn is not None:
+        spec = KINDS[item.kind]
+        if spec.update is not None:
             try:
-                await self._call(fn)
+                await self._call(spec.update(spec.request(item.payload), item.uuid, item.parent_uuid))
             except NotFoundError:
                 # The backend lost it (or never had it): create it again on the next round.
                 await asyncio.to_thread(self._store.mark_missing, [item.uuid], time.time())
                 return 0
             except (ConflictError, ServerError) as exc:
-                if item.kind is EntityKind.ATLAS_TILE:
+                if spec.repeat_is_done:
                     await self._confirm([item], created=False)
                     return 1
                 await self._reject([item], exc)

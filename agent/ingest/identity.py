@@ -18,7 +18,8 @@ EM_AGENT_NAMESPACE = uuid.UUID("6f1c9a52-3d4e-5b7a-9c11-0e2f4a6b8d10")
 
 
 class EntityKind(StrEnum):
-    """Kinds of backend entities, named as in the identity formula."""
+    """Kinds of backend entities, named as in the identity formula (what the pipeline knows about each:
+    :data:`agent.ingest.kinds.KINDS`)."""
 
     ACQUISITION = "acquisition"
     GRID = "grid"
@@ -27,19 +28,6 @@ class EntityKind(StrEnum):
     GRIDSQUARE = "gridsquare"
     FOILHOLE = "foilhole"
     MICROGRAPH = "micrograph"
-
-
-#: The order in which the outbox sends kinds: every parent before its children. Atlas tiles (the tile-to-square
-#: links) come after the grid squares they reference.
-SEND_ORDER: dict[EntityKind, int] = {
-    EntityKind.ACQUISITION: 0,
-    EntityKind.GRID: 1,
-    EntityKind.GRIDSQUARE: 2,
-    EntityKind.ATLAS: 3,
-    EntityKind.ATLAS_TILE: 4,
-    EntityKind.FOILHOLE: 5,
-    EntityKind.MICROGRAPH: 6,
-}
 
 
 def acquisition_key(session_root: PurePath, watch_root: PurePath) -> str:
@@ -65,4 +53,4 @@ def entity_uuid(acq_key: str, kind: EntityKind | str, natural_id: str) -> str:
     return str(uuid.uuid5(EM_AGENT_NAMESPACE, f"{acq_key}/{EntityKind(kind).value}/{natural_id}"))
 
 
-__all__ = ["EM_AGENT_NAMESPACE", "SEND_ORDER", "EntityKind", "acquisition_key", "entity_uuid"]
+__all__ = ["EM_AGENT_NAMESPACE", "EntityKind", "acquisition_key", "entity_uuid"]

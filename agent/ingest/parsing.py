@@ -10,30 +10,15 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from agent.ingest.entities import ContributionBuilder, norm_path
-from agent.ingest.store import Contribution, FileRecord
+from agent.ingest.atlas import session_claim
+from agent.ingest.entities import ContributionBuilder
+from agent.ingest.records import FileRecord, Outcome
 from converters.errors import ConverterError, IncompleteFileError
 from converters.parse import ParsedAtlas, ParsedSession, parse_bytes
-from converters.paths import EpuPath, PathMap, classify_path
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What processing one path produced (computed in a worker thread, committed by the committer)."""
-
-    path: str
-    info: EpuPath | None = None
-    record: FileRecord | None = None
-    contributions: list[Contribution] = field(default_factory=list)
-    atlas: ParsedAtlas | None = None
-    atlas_claim: tuple[str, str] | None = None  # (acquisition key, normalised atlas path)
-    incomplete: bool = False
-    skipped: bool = False
-    error: str | None = None
-
+from converters.paths import PathMap, classify_path
 
 Ready = tuple[str, int, int]
 """A settled path with the size and mtime (ns) the settler observed."""
@@ -123,10 +108,8 @@ def parse_job(
         outcome.atlas = parsed
         return outcome
     outcome.contributions = builder.contributions_for(parsed)
-    if isinstance(parsed, ParsedSession) and parsed.grid.atlas_local_path:
-        acq = builder.acq_key(parsed.acquisition.session_root or info.session_root)
-        if acq is not None:
-            outcome.atlas_claim = (acq, norm_path(parsed.grid.atlas_local_path))
+    if isinstance(parsed, ParsedSession):
+        outcome.atlas_claim = session_claim(builder, parsed, info)
     return outcome
 
 

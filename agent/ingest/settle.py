@@ -97,6 +97,9 @@ class Settler:
         """
         failures = self._failures.get(path, 0) + 1
         self._failures[path] = failures
+        # Not the retry policy's backoff (backend_client.retry): that one spreads many clients' retries on one
+        # server with jitter and gives up after a budget, while this waits for EPU to finish writing a local
+        # file, which is never given up on and has nobody to spread from: a plain capped doubling, predictable.
         delay = float(min(self.retry_initial_s * (2 ** (failures - 1)), self.retry_max_s))
         due = self._clock() + delay
         entry = self._entries.get(path)

@@ -13,6 +13,11 @@ parent whose own file does not come within a bound is *synthesized* from what it
 so the parent's real file, if it appears later, completes the same entity by an update. ``synthesized`` in
 ``ingest_entities`` is 0 for an entity known from its own files, 1 for a synthesized one still waiting for them,
 2 for a synthesized one that its own file has completed since.
+
+The pipeline writes through :meth:`IngestStore.commit`, one unit of work per batch of processed files (file
+records, the atlas join of :mod:`agent.ingest.atlas`, merged entities and their outbox rows, all or nothing); the
+read-only queries are :class:`~agent.ingest.queries.StoreQueries`, and the kinds' send order comes from
+:data:`agent.ingest.kinds.KINDS`.
 """
 
 from __future__ import annotations
@@ -20,12 +25,28 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from agent.ingest.identity import SEND_ORDER, EntityKind
+from agent.ingest import atlas
+from agent.ingest.identity import EntityKind
+from agent.ingest.kinds import KINDS
+from agent.ingest.queries import StoreQueries, merged_fields
+from agent.ingest.records import (
+    NOT_SYNTHESIZED,
+    SYNTHESIZED_COMPLETED,
+    SYNTHESIZED_RANK,
+    SYNTHESIZED_SOURCE,
+    SYNTHESIZED_WAITING,
+    ApplyResult,
+    BuildParent,
+    CommitResult,
+    Contribution,
+    FileRecord,
+    OutboxItem,
+    Outcome,
+    Render,
+)
 from agent.state.database import Database
 
 SCHEMA_COMPONENT = "ingest"
@@ -35,14 +56,6 @@ SCHEMA_VERSION = 2
 _MIGRATIONS: dict[int, str] = {
     2: "ALTER TABLE ingest_entities ADD COLUMN synthesized INTEGER NOT NULL DEFAULT 0",
 }
-
-#: Source name and merge rank of a parent built from its children's paths: below every file's rank, so any real
-#: source overrides every field it sets.
-SYNTHESIZED_SOURCE = "synthesized"
-SYNTHESIZED_RANK = -1
-
-#: ``ingest_entities.synthesized`` values.
-NOT_SYNTHESIZED, SYNTHESIZED_WAITING, SYNTHESIZED_COMPLETED = 0, 1, 2
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS ingest_files (
@@ -131,86 +144,9 @@ def payload_hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class Contribution:
-    """What one source knows about one entity.
-
-    Attributes:
-        kind: the entity kind.
-        uuid: the entity's deterministic UUID.
-        acq_key: the acquisition key the entity belongs to.
-        natural_id: EPU's natural id (the acquisition key for acquisitions and grids).
-        parent_uuid: the parent entity's UUID (``None`` for an acquisition).
-        source: the contributing source (one row per entity and source; a newer version replaces an older one).
-        rank: merge order; a higher rank's fields override a lower rank's.
-        order_key: version of this source's information; an older ``order_key`` never replaces a newer one (two
-            foil-hole images of one hole: the newest by file-name timestamp wins whatever the arrival order).
-        fields: the (JSON-serialisable) fields this source sets; merged in rank order and rendered into the
-            wire payload by the ``render`` callable of :meth:`IngestStore.apply_contributions`.
-        primary: whether this source makes the entity real. An entity known only from secondary sources (a
-            ``_Fractions.xml`` without its micrograph XML) is kept but never sent.
-    """
-
-    kind: EntityKind
-    uuid: str
-    acq_key: str
-    natural_id: str
-    parent_uuid: str | None
-    source: str
-    rank: int
-    order_key: str
-    fields: dict[str, Any]
-    primary: bool = True
-
-
-Render = Callable[[EntityKind, dict[str, Any]], tuple[dict[str, Any], bool]]
-"""Merged fields of one entity -> (wire payload, skip). ``skip`` keeps the entity off the backend."""
-
-BuildParent = Callable[[EntityKind, str, dict[str, Any]], "Contribution | None"]
-"""(child kind, acquisition key, child's merged fields) -> the synthesized contribution of the child's parent,
-or ``None`` when the child's fields do not say enough to place it."""
-
-
-@dataclass(frozen=True, slots=True)
-class FileRecord:
-    """The processed version of one file: recorded so that an unchanged file is never processed twice."""
-
-    path: str
-    kind: str
-    size: int
-    mtime_ns: int
-    content_hash: str
-    status: str  # "done" or "failed"
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxItem:
-    """One sendable outbox row with the entity's current payload."""
-
-    uuid: str
-    kind: EntityKind
-    version: int
-    payload: dict[str, Any]
-    payload_hash: str
-    created: bool
-    parent_uuid: str | None
-    attempts: int
-
-
-@dataclass(slots=True)
-class ApplyResult:
-    """What one :meth:`IngestStore.apply_contributions` call changed."""
-
-    enqueued: int = 0
-    unchanged: int = 0
-    touched: set[str] = field(default_factory=set)
-    completed: list[Contribution] = field(default_factory=list)
-    """Real contributions that arrived for synthesized entities (the entity's own file appeared)."""
-
-
-class IngestStore:
-    """Typed access to the ingest tables; every write goes through one short transaction."""
+class IngestStore(StoreQueries):
+    """Typed access to the ingest tables; every write goes through one short transaction (a whole batch of files
+    through :meth:`commit`)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -242,14 +178,6 @@ class IngestStore:
         return out
 
     @staticmethod
-    def record_file(conn: sqlite3.Connection, rec: FileRecord, now: float) -> None:
-        """Record the processed version of one file (inside the caller's transaction)."""
-        conn.execute(
-            _RECORD_FILE_SQL,
-            (rec.path, rec.kind, rec.size, rec.mtime_ns, rec.content_hash, rec.status, rec.error, now),
-        )
-
-    @staticmethod
     def record_files(conn: sqlite3.Connection, records: Sequence[FileRecord], now: float) -> None:
         """:meth:`record_file` for many files in one statement (inside the caller's transaction)."""
         if records:
@@ -260,6 +188,33 @@ class IngestStore:
                     for r in records
                 ],
             )
+
+    # ------------------------------------------------------------------ commit
+
+    def commit(self, batch: Sequence[Outcome], render: Render, now: float) -> CommitResult:
+        """Write the results of processing a batch of files as one unit of work: all of it or nothing.
+
+        In one transaction: each file's processed version, the atlas join (:func:`agent.ingest.atlas.join`),
+        and the merge of every contribution into its entity with the outbox rows of the entities whose payload
+        changed. A crash or an error anywhere rolls all of it back, so no file is recorded as processed without
+        its outbox rows, and the scan after a restart finds every file to redo. The contributions are merged in
+        one pass in file order (the same result as applying the files one by one), which reads and writes each
+        entity once per batch.
+        """
+        result = CommitResult()
+        with self.db.transaction() as conn:
+            self.record_files(conn, [o.record for o in batch if o.record is not None], now)
+            contributions: list[Contribution] = []
+            for outcome in batch:
+                contributions.extend(outcome.contributions)
+                joined, fetch = atlas.join(conn, outcome, now)
+                contributions.extend(joined)
+                result.fetch.extend(fetch)
+            if contributions:
+                applied = self.apply_contributions(conn, contributions, now, render)
+                result.enqueued = applied.enqueued
+                result.completed = applied.completed
+        return result
 
     # ---------------------------------------------------------- contributions
 
@@ -380,7 +335,7 @@ class IngestStore:
                 if skip and row is not None:
                     unqueue.append((uuid,))
                 continue
-            enqueue.append((uuid, c.kind.value, SEND_ORDER[c.kind], now))
+            enqueue.append((uuid, c.kind.value, KINDS[c.kind].send_order, now))
             result.enqueued += 1
         if inserts:
             conn.executemany(
@@ -404,42 +359,7 @@ class IngestStore:
             )
         return result
 
-    # ------------------------------------------------------------------ atlas
-
-    @staticmethod
-    def store_atlas(conn: sqlite3.Connection, path: str, data: str, now: float) -> list[str]:
-        """Keep a parsed atlas (serialised) and return the acquisition keys whose session claims it."""
-        conn.execute(
-            "INSERT INTO ingest_atlas_files(path, data, updated_at) VALUES(?,?,?) "
-            "ON CONFLICT(path) DO UPDATE SET data=excluded.data, updated_at=excluded.updated_at",
-            (path, data, now),
-        )
-        rows = conn.execute("SELECT acquisition_key FROM ingest_atlas_claims WHERE atlas_path = ?", (path,))
-        return [str(r[0]) for r in rows]
-
-    @staticmethod
-    def claim_atlas(conn: sqlite3.Connection, acq_key: str, path: str) -> str | None:
-        """Record that ``acq_key``'s session points to the atlas at ``path``; return the atlas if already parsed."""
-        conn.execute(
-            "INSERT INTO ingest_atlas_claims(acquisition_key, atlas_path) VALUES(?,?) "
-            "ON CONFLICT(acquisition_key) DO UPDATE SET atlas_path=excluded.atlas_path",
-            (acq_key, path),
-        )
-        row = conn.execute("SELECT data FROM ingest_atlas_files WHERE path = ?", (path,)).fetchone()
-        return None if row is None else str(row[0])
-
     # ------------------------------------------------------- synthesized parents
-
-    @staticmethod
-    def merged_fields(conn: sqlite3.Connection, uuid: str) -> dict[str, Any]:
-        """The merged contribution fields of one entity (rank order, as :meth:`apply_contributions` merges)."""
-        rows = conn.execute(
-            "SELECT source, rank, order_key, fields FROM ingest_contributions WHERE uuid = ?", (uuid,)
-        ).fetchall()
-        merged: dict[str, Any] = {}
-        for _source, _rank, _order, fields in sorted(rows, key=lambda r: (int(r[1]), str(r[2]), str(r[0]))):
-            merged.update(json.loads(fields))
-        return merged
 
     def synthesize_parents(
         self, cutoff: float, build: BuildParent, render: Render, now: float
@@ -470,7 +390,7 @@ class IngestStore:
                     if parent_uuid in built or child_uuid in tried:
                         continue
                     tried.add(str(child_uuid))
-                    fields = IngestStore.merged_fields(conn, str(child_uuid))
+                    fields = merged_fields(conn, str(child_uuid))
                     contribution = build(EntityKind(child_kind), str(acq), fields)
                     # A child that cannot place its parent leaves it to a sibling that can.
                     if contribution is not None and contribution.uuid == parent_uuid:
@@ -484,41 +404,6 @@ class IngestStore:
                 )
                 made.extend(built.values())
         return made
-
-    def synthesized_counts(self) -> dict[str, dict[str, int]]:
-        """Per kind: parents built from their children's paths (``synthesized``) and how many of those their
-        own file has completed since (``completed``)."""
-        with self.db.read() as conn:
-            rows = conn.execute(
-                "SELECT kind, COUNT(*), SUM(synthesized = ?) FROM ingest_entities WHERE synthesized > 0 "
-                "GROUP BY kind",
-                (SYNTHESIZED_COMPLETED,),
-            ).fetchall()
-        return {str(r[0]): {"synthesized": int(r[1]), "completed": int(r[2] or 0)} for r in rows}
-
-    def acquisition_fields(self) -> dict[str, dict[str, Any]]:
-        """Merged fields of every acquisition by acquisition key, with ``"_synthesized"``: the entity's mark."""
-        with self.db.read() as conn:
-            rows = conn.execute(
-                "SELECT uuid, acquisition_key, synthesized FROM ingest_entities WHERE kind = ?",
-                (EntityKind.ACQUISITION.value,),
-            ).fetchall()
-            out: dict[str, dict[str, Any]] = {}
-            for uuid, acq, synthesized in rows:
-                out[str(acq)] = {
-                    **IngestStore.merged_fields(conn, str(uuid)),
-                    "_synthesized": int(synthesized),
-                }
-        return out
-
-    def atlas_known(self, acq_key: str) -> bool:
-        """Whether an atlas entity exists for this acquisition."""
-        with self.db.read() as conn:
-            row = conn.execute(
-                "SELECT 1 FROM ingest_entities WHERE kind = ? AND acquisition_key = ? LIMIT 1",
-                (EntityKind.ATLAS.value, acq_key),
-            ).fetchone()
-        return row is not None
 
     # ----------------------------------------------------------------- outbox
 
@@ -586,7 +471,7 @@ class IngestStore:
                     conn.execute(
                         "INSERT INTO ingest_outbox(uuid, kind, priority, version, enqueued_at) VALUES(?,?,?,1,?) "
                         "ON CONFLICT(uuid) DO UPDATE SET next_attempt_at = 0",
-                        (uuid, kind.value, SEND_ORDER[kind], now),
+                        (uuid, kind.value, KINDS[kind].send_order, now),
                     )
 
     def defer(self, items: Iterable[OutboxItem], error: str, delay_s: float, now: float) -> None:
@@ -597,84 +482,6 @@ class IngestStore:
                 "WHERE uuid = ?",
                 [(now + delay_s, error[:500], i.uuid) for i in items],
             )
-
-    def outbox_depth(self) -> int:
-        """Rows not yet confirmed by the backend (orphans included)."""
-        with self.db.read() as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM ingest_outbox").fetchone()[0])
-
-    def next_due(self) -> float | None:
-        """Earliest ``next_attempt_at`` among deferred rows, or ``None`` when none is deferred."""
-        with self.db.read() as conn:
-            row = conn.execute(
-                "SELECT MIN(next_attempt_at) FROM ingest_outbox WHERE next_attempt_at > 0"
-            ).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
-
-    def orphans(self) -> dict[str, Any]:
-        """Outbox rows whose parent entity has not been seen yet: counts by kind and the oldest one's age."""
-        now = time.time()
-        with self.db.read() as conn:
-            rows = conn.execute(
-                "SELECT e.kind, COUNT(*), MIN(e.first_seen) FROM ingest_outbox o "
-                "JOIN ingest_entities e ON e.uuid = o.uuid "
-                "LEFT JOIN ingest_entities p ON p.uuid = e.parent_uuid "
-                "WHERE e.parent_uuid IS NOT NULL AND (p.uuid IS NULL OR p.ready = 0) GROUP BY e.kind"
-            ).fetchall()
-        by_kind = {str(r[0]): int(r[1]) for r in rows}
-        oldest = min((float(r[2]) for r in rows), default=None)
-        return {
-            "total": sum(by_kind.values()),
-            "by_kind": by_kind,
-            "oldest_age_s": None if oldest is None else round(now - oldest, 3),
-        }
-
-    def entity_counts(self) -> dict[str, dict[str, int]]:
-        """Per kind: entities known, created on the backend, skipped, and dirty (in the outbox)."""
-        with self.db.read() as conn:
-            rows = conn.execute(
-                "SELECT kind, COUNT(*), SUM(created), SUM(skipped) FROM ingest_entities GROUP BY kind"
-            ).fetchall()
-            dirty = dict(conn.execute("SELECT kind, COUNT(*) FROM ingest_outbox GROUP BY kind").fetchall())
-        return {
-            str(r[0]): {
-                "known": int(r[1]),
-                "created": int(r[2] or 0),
-                "skipped": int(r[3] or 0),
-                "pending": int(dirty.get(r[0], 0)),
-            }
-            for r in rows
-        }
-
-    def file_counts(self) -> dict[str, int]:
-        """Processed files by status."""
-        with self.db.read() as conn:
-            return {
-                str(k): int(v)
-                for k, v in conn.execute(
-                    "SELECT status, COUNT(*) FROM ingest_files GROUP BY status"
-                ).fetchall()
-            }
-
-    def failed_files(self, limit: int = 20) -> list[dict[str, Any]]:
-        """The most recent files that could not be processed, with the reason."""
-        with self.db.read() as conn:
-            rows = conn.execute(
-                "SELECT path, kind, error, updated_at FROM ingest_files WHERE status = 'failed' "
-                "ORDER BY updated_at DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
-        return [{"path": r[0], "kind": r[1], "error": r[2], "at": r[3]} for r in rows]
-
-    def deferred_errors(self, limit: int = 20) -> list[dict[str, Any]]:
-        """Outbox rows that failed at least once, with the last error."""
-        with self.db.read() as conn:
-            rows = conn.execute(
-                "SELECT uuid, kind, attempts, last_error FROM ingest_outbox WHERE attempts > 0 "
-                "ORDER BY attempts DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
-        return [{"uuid": r[0], "kind": r[1], "attempts": r[2], "error": r[3]} for r in rows]
 
     # ------------------------------------------------------------------ spill
 
@@ -709,9 +516,12 @@ __all__ = [
     "SYNTHESIZED_WAITING",
     "ApplyResult",
     "BuildParent",
+    "CommitResult",
     "Contribution",
     "FileRecord",
     "IngestStore",
     "OutboxItem",
+    "Outcome",
+    "Render",
     "payload_hash",
 ]

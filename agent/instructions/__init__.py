@@ -4,14 +4,16 @@ Flow: SSE ``instruction`` event -> :class:`InstructionJournal` (SQLite, written 
 :class:`Executor` (device lane one at a time, query lane beside it; priority critical > high > normal > low,
 then sequence number) -> handler (pydantic payload model, guardrails in the device layer) -> one final
 acknowledgement, journaled and retried until the backend confirms (also after reconnects and restarts).
-Compose it with :func:`build_service` or run it alone with ``python -m agent.instructions``. See
+Composed by :mod:`agent.app` (``agent.app.build_service``) or run alone with ``python -m agent.instructions``. See
 ``docs/instructions.md``.
 
 Outcomes: unknown type, invalid payload, expired, guardrail violation, no device / no decision service
 configured
 -> ``declined`` (with the reason, guardrail type and details); device or decision-service error, time limit,
 crash while executing ("interrupted") -> ``failed``; otherwise ``processed`` with a JSON result (sent as a
-JSON string, SmartEM's ``result`` type). Units are Semphony's (mm, degrees, µm, µs) except
+JSON string, SmartEM's ``result`` type). ``processed`` means the goal was reached: an autofocus that did not
+converge and a ``find_roi`` that did not relocate are ``failed`` with their result, and ``agent.config.update``
+reports as changed only what the running agent put into effect (the rest is in ``not_applied``). Units are Semphony's (mm, degrees, µm, µs) except
 ``microscope.control.move_stage``, which takes SmartEM/EPU metres unless its ``unit`` says otherwise.
 
 Instruction types:
@@ -22,7 +24,7 @@ Instruction types:
 settings, executor counters, ingest snapshot (or null) |
 | `agent.config.update` | query | at least one of `status_interval_s` (1–86400 s; alias `log_interval`),
 `log_level` (DEBUG/INFO/WARNING/ERROR), `heartbeat_interval_s` (0–3600 s); other keys declined with the
-allowed list | `{changed, settings}` |
+allowed list | `{changed, not_applied, settings}` |
 | `agent.info.datastore` | query | `{}` | ingest `datastore_info()`, or the executor's own facts without
 ingest |
 | `agent.info.metrics` | query | `{}` | ingest `metrics_info()` (same fallback) |
@@ -63,7 +65,7 @@ and soft-limit guardrails) |
 | `sem.geometry.reset` / `sem.centering.reset` | device | `{}` | `{reset: [indices]}` (centerings: each set to
 zero) |
 | `sem.autofocus` | device | AutofocusConfig (`method` auto/learned/classical, `max_iters`, `perturbation_um`,
-...) | AutofocusResult |
+...); `auto` is learned only where validated (``agent.autofocus.policy``) | AutofocusResult (`selection`: why) |
 | `sem.save_roi` | device | `name` (`[A-Za-z0-9._-]`), `spec` {`l0_fov_um`, `l1_fov_um`, `l2_fov_um`,
 `l3_fov_um`, `description`}, `config` (AcquisitionConfig), `inter_level_delay_s` | SavedRoi plus `path`
 (`<state_dir>/rois/<name>`) |
@@ -73,7 +75,14 @@ zero) |
 """
 
 from agent.instructions.acks import AckDispatcher, AckSender, ApiAckSender
-from agent.instructions.config import ExecutorConfig, RuntimeConfig, RuntimeSettings
+from agent.instructions.config import (
+    ExecutorConfig,
+    NotApplied,
+    RuntimeConfig,
+    RuntimeSettings,
+    RuntimeUpdate,
+    apply_root_log_level,
+)
 from agent.instructions.context import Call, DecisionTarget, DeviceHandle, HandlerContext
 from agent.instructions.errors import InstructionDeclined, InstructionError, InstructionFailed
 from agent.instructions.executor import Executor
@@ -82,7 +91,6 @@ from agent.instructions.introspection import IngestIntrospection
 from agent.instructions.journal import InstructionJournal, RecordResult
 from agent.instructions.models import AckStatus, Lane, Outcome, ReceivedInstruction
 from agent.instructions.registry import HandlerRegistry, HandlerSpec
-from agent.instructions.runner import DeviceOptions, build_decisions, build_device_handle, build_service
 from agent.instructions.service import InstructionService, InstructionStream
 
 __all__ = [
@@ -93,7 +101,6 @@ __all__ = [
     "Call",
     "DecisionTarget",
     "DeviceHandle",
-    "DeviceOptions",
     "Executor",
     "ExecutorConfig",
     "HandlerContext",
@@ -107,13 +114,13 @@ __all__ = [
     "InstructionService",
     "InstructionStream",
     "Lane",
+    "NotApplied",
     "Outcome",
     "ReceivedInstruction",
     "RecordResult",
     "RuntimeConfig",
     "RuntimeSettings",
-    "build_decisions",
-    "build_device_handle",
-    "build_service",
+    "RuntimeUpdate",
+    "apply_root_log_level",
     "default_registry",
 ]

@@ -21,6 +21,7 @@ from typing import Protocol
 from agent.aio import cancel_and_wait
 from agent.instructions.config import ExecutorConfig
 from agent.instructions.journal import AckAttempt, InstructionJournal
+from backend_client.acks import is_already_acknowledged
 from backend_client.errors import BackendError, RequestRejectedError, ServerError, SessionError
 from backend_client.models import AgentInstructionAcknowledgement, AgentInstructionAcknowledgementResponse
 
@@ -30,8 +31,8 @@ log = logging.getLogger(__name__)
 class AckSender(Protocol):
     """Sends one acknowledgement; returns when the backend confirmed it, raises ``BackendError`` otherwise.
 
-    A repeated ack that the backend reports as "already acknowledged" must count as confirmed (the backend
-    client does this for the 400 "invalid status" answer).
+    A repeated ack that the backend reports as "already acknowledged" must count as confirmed
+    (:func:`backend_client.acks.is_already_acknowledged` says which answers mean that).
     """
 
     async def send_ack(self, ack: AckAttempt) -> None:
@@ -201,22 +202,12 @@ class AcknowledgingClient(Protocol):
         ...
 
 
-def is_already_acknowledged(exc: BackendError) -> bool:
-    """SmartEM's answer to a repeated ack (400 "... cannot be acknowledged (invalid status)"), or a stricter
-    backend's 409 "already acknowledged"."""
-    detail = (exc.detail or str(exc)).lower()
-    return (
-        isinstance(exc, RequestRejectedError)
-        and exc.status_code in (400, 409)
-        and ("invalid status" in detail or "already" in detail)
-    )
-
-
 class ApiAckSender:
     """:class:`AckSender` over ``AsyncSmartEMAPIClient.acknowledge_instruction``.
 
-    Sends only SmartEM's ack fields (it answers 422 to any other) and counts SmartEM's "invalid status" answer
-    to a repeated ack as confirmed: the backend already holds an acknowledgement for that instruction.
+    Sends only SmartEM's ack fields (it answers 422 to any other) and counts the answer to a repeated ack as
+    confirmed (:func:`backend_client.acks.is_already_acknowledged`, the rule ``SSEAgentClient`` applies too):
+    the backend already holds an acknowledgement for that instruction.
     """
 
     def __init__(self, client: AcknowledgingClient, agent_id: str, session_id: str) -> None:

@@ -2,15 +2,19 @@
 
 ``ExecutorConfig`` is the ``[instructions]`` section of the agent's settings: fixed for the life of the
 process. ``RuntimeConfig`` holds the few values an operator may change while the agent runs
-(``agent.config.update``); the daemon observes it through :meth:`RuntimeConfig.subscribe`.
+(``agent.config.update``). A value counts as changed only once the part of the process that uses it has put it
+into effect: whoever composes the process binds an applier per key (:meth:`RuntimeConfig.bind`), and a key
+nothing applies, or whose applier refuses, is reported as not applied with the reason.
 """
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -125,21 +129,41 @@ class RuntimeSettings(BaseModel):
     )
 
 
-Listener = Callable[["RuntimeSettings", dict[str, Any]], None]
+#: Puts a new value of one runtime setting into effect; raises :class:`NotApplied` when it cannot.
+Applier = Callable[[Any], Awaitable[None]]
+
+
+class NotApplied(Exception):
+    """Raised by an :data:`Applier` that could not put a value into effect; ``reason`` goes into the ack."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class RuntimeUpdate:
+    """What :meth:`RuntimeConfig.update` did: ``changed`` holds only keys now in effect (new values);
+    ``not_applied`` the requested changes that did not take effect, each with the reason."""
+
+    changed: dict[str, Any]
+    not_applied: dict[str, str]
 
 
 class RuntimeConfig:
-    """Thread-safe holder of :class:`RuntimeSettings` that notifies subscribers of every change.
+    """Holder of the :class:`RuntimeSettings` in effect, and of the appliers that change them.
 
-    ``agent.config.update`` calls :meth:`update`; the daemon subscribes to apply a new log level or status
-    interval. A listener receives the new settings and the dict of changed keys (old values are not needed by
-    anyone).
+    ``agent.config.update`` calls :meth:`update`. The settings only ever show values an applier has put into
+    effect, so they describe what the agent does, not what was asked.
     """
 
     def __init__(self, initial: RuntimeSettings | None = None) -> None:
         self._settings = initial if initial is not None else RuntimeSettings()
+        # Readers (status requests, other threads) take the short lock; updates are serialised separately
+        # because appliers await (stopping a heartbeat) and two concurrent updates must not interleave.
         self._lock = threading.Lock()
-        self._listeners: list[Listener] = []
+        self._update_lock = asyncio.Lock()
+        self._appliers: dict[str, Applier] = {}
 
     @staticmethod
     def allowed_keys() -> list[str]:
@@ -148,39 +172,66 @@ class RuntimeConfig:
 
     @property
     def settings(self) -> RuntimeSettings:
-        """A copy of the current settings."""
+        """A copy of the settings in effect."""
         with self._lock:
             return self._settings.model_copy()
 
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Call ``listener`` after each change; returns a function that unsubscribes it."""
+    def bind(self, key: str, applier: Applier) -> Callable[[], None]:
+        """Make ``applier`` the way a new value of ``key`` takes effect; returns a function that unbinds it.
+
+        One applier per key: a second would leave it unclear which one's outcome is reported.
+        """
+        if key not in RuntimeSettings.model_fields:
+            raise ValueError(f"unknown runtime setting {key!r}; known: {', '.join(self.allowed_keys())}")
         with self._lock:
-            self._listeners.append(listener)
+            if key in self._appliers:
+                raise ValueError(f"runtime setting {key!r} already has an applier")
+            self._appliers[key] = applier
 
-        def unsubscribe() -> None:
+        def unbind() -> None:
             with self._lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
+                if self._appliers.get(key) is applier:
+                    del self._appliers[key]
 
-        return unsubscribe
+        return unbind
 
-    def update(self, changes: dict[str, Any]) -> dict[str, Any]:
-        """Validate and apply ``changes`` atomically; returns the changed keys with their new values.
+    async def update(self, changes: dict[str, Any]) -> RuntimeUpdate:
+        """Validate ``changes`` as a whole, then apply each key that differs from the value in effect.
 
         Raises ``pydantic.ValidationError`` (nothing applied) when a key is unknown or a value out of range.
+        A key without an applier, or whose applier raises, keeps its old value and is in ``not_applied``.
         """
-        with self._lock:
-            merged = self._settings.model_dump() | changes
-            new = RuntimeSettings.model_validate(merged)
-            changed = {
-                key: getattr(new, key) for key in changes if getattr(self._settings, key) != getattr(new, key)
-            }
-            self._settings = new
-            listeners = list(self._listeners)
-        for listener in listeners:
-            try:
-                listener(new, changed)
-            except Exception:
-                # A faulty listener must not make the update look failed: the value is already applied.
-                log.exception("runtime config listener failed")
-        return changed
+        async with self._update_lock:
+            current = self.settings
+            requested = RuntimeSettings.model_validate(current.model_dump() | changes)
+            changed: dict[str, Any] = {}
+            not_applied: dict[str, str] = {}
+            for key in changes:
+                value = getattr(requested, key)
+                if getattr(current, key) == value:
+                    continue  # already in effect: nothing to do, nothing to report
+                with self._lock:
+                    applier = self._appliers.get(key)
+                if applier is None:
+                    not_applied[key] = f"nothing in this agent process applies {key}"
+                    continue
+                try:
+                    await applier(value)
+                except NotApplied as exc:
+                    not_applied[key] = exc.reason
+                    continue
+                except Exception as exc:
+                    log.exception("runtime setting %s could not be applied", key)
+                    not_applied[key] = f"{type(exc).__name__}: {exc}"
+                    continue
+                with self._lock:
+                    self._settings = self._settings.model_copy(update={key: value})
+                changed[key] = value
+        if changed or not_applied:
+            log.info("agent.runtime_config_changed", extra={"changes": changed, "not_applied": not_applied})
+        return RuntimeUpdate(changed, not_applied)
+
+
+async def apply_root_log_level(level: Any) -> None:
+    """An :data:`Applier` for ``log_level``: the level of the root logger, which every agent logger inherits."""
+    logging.getLogger().setLevel(str(level).upper())

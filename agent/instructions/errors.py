@@ -14,7 +14,8 @@ from typing import Any
 class InstructionError(Exception):
     """Base of the handler outcome exceptions; ``details`` (JSON-serialisable) go into the ack result."""
 
-    def __init__(self, message: str, **details: Any) -> None:
+    # ``message`` is positional-only so that a result with its own "message" field can be passed as details.
+    def __init__(self, message: str, /, **details: Any) -> None:
         super().__init__(message)
         self.message = message
         self.details = details

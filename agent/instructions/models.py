@@ -114,12 +114,12 @@ class Outcome:
         return cls(AckStatus.PROCESSED, result, None)
 
     @classmethod
-    def declined(cls, message: str, **details: Any) -> Outcome:
+    def declined(cls, message: str, /, **details: Any) -> Outcome:
         """Refused without touching the device; ``details`` go into the result."""
         return cls(AckStatus.DECLINED, {"reason": message, **details}, message)
 
     @classmethod
-    def failed(cls, message: str, **details: Any) -> Outcome:
+    def failed(cls, message: str, /, **details: Any) -> Outcome:
         """Attempted and failed; ``details`` go into the result."""
         return cls(AckStatus.FAILED, {"error": message, **details} if details else None, message)
 

@@ -123,7 +123,7 @@ class InstructionService:
         self._connected = False
         self.sse_state = "stopped"
         if self.context.device is not None:
-            await asyncio.to_thread(self.context.device.close)
+            await self.context.device.aclose()
 
     # -- stream --------------------------------------------------------------------------------------------
 

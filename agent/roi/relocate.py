@@ -14,20 +14,27 @@ low-confidence match; it stops when the finest level is within ``px_tol``, ``rot
 ``same_session``: the stage coordinates of the saved pose are trusted, so the search starts there with the
 saved image rotation. ``cross_session``: the sample has been reloaded (unknown offset and rotation), so the
 search starts at ``initial_pose`` (or where the stage is) and rotation is measured, not assumed.
+
+Both are coroutines over :class:`~agent.roi.ops.AsyncRoiOps` (:func:`save_roi_async`, :func:`find_roi_async`):
+the daemon awaits them on its own loop, so a time limit or a stop cancels them at the device call they wait on.
+Image registration is pure computation and stays synchronous. :func:`save_roi` and :func:`find_roi` run the same
+coroutines over synchronous :class:`~agent.roi.ops.RoiOps` (benches, scripts) without an event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
+from agent.aio import run_unsuspended
 from agent.roi.matching import import_cv2, register
 from agent.roi.models import (
     FindRoiIteration,
@@ -38,10 +45,12 @@ from agent.roi.models import (
     SavedRoi,
     SavedRoiLevel,
 )
-from agent.roi.ops import RoiOps, RotatableRoiOps
+from agent.roi.ops import AsyncRoiOps, AsyncRotatableRoiOps, RoiOps, as_async_roi_ops
 from agent.roi.storage import load_level_image, load_roi_from_fs, write_roi
 
-__all__ = ["AcquisitionLike", "find_roi", "save_roi"]
+__all__ = ["AcquisitionLike", "find_roi", "find_roi_async", "save_roi", "save_roi_async"]
+
+Sleep = Callable[[float], Awaitable[None]]
 
 
 class AcquisitionLike(Protocol):
@@ -67,8 +76,8 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def _pose(ops: RoiOps) -> dict[str, float]:
-    raw = ops.get_pos()
+async def _pose(ops: AsyncRoiOps) -> dict[str, float]:
+    raw = await ops.get_pos()
     try:
         return {k: float(raw[k]) for k in raw if k in ("x", "y", "z", "r", "t")} | {
             "x": float(raw["x"]),
@@ -78,10 +87,10 @@ def _pose(ops: RoiOps) -> dict[str, float]:
         raise RoiError(f"get_pos returned {raw!r}: need numeric x and y") from exc
 
 
-def _image(ops: RoiOps, fov_um: float, imaging: AcquisitionLike) -> NDArray[np.float32]:
+async def _image(ops: AsyncRoiOps, fov_um: float, imaging: AcquisitionLike) -> NDArray[np.float32]:
     shape = (int(imaging.height), int(imaging.width))
     image = np.asarray(
-        ops.acquire_image(fov_um=fov_um, shape=shape, dwell_s=float(imaging.dwell_us) * 1e-6),
+        await ops.acquire_image(fov_um=fov_um, shape=shape, dwell_s=float(imaging.dwell_us) * 1e-6),
         dtype=np.float32,
     )
     if image.shape != shape:
@@ -89,8 +98,36 @@ def _image(ops: RoiOps, fov_um: float, imaging: AcquisitionLike) -> NDArray[np.f
     return image
 
 
+async def _blocking_sleep(seconds: float) -> None:
+    time.sleep(seconds)  # noqa: ASYNC251 - only ever run by run_unsuspended, where no event loop runs
+
+
 def save_roi(
     ops: RoiOps,
+    name: str,
+    spec: RoiSpec,
+    *,
+    config: AcquisitionLike | None = None,
+    target_dir: str | Path | None = None,
+    inter_level_delay_s: float = 1.0,
+) -> SavedRoi:
+    """:func:`save_roi_async` over synchronous ``ops``, without an event loop (the pause between levels
+    blocks, as the operations do)."""
+    return run_unsuspended(
+        _save(
+            as_async_roi_ops(ops),
+            name,
+            spec,
+            config=config,
+            target_dir=target_dir,
+            inter_level_delay_s=inter_level_delay_s,
+            sleep=_blocking_sleep,
+        )
+    )
+
+
+async def save_roi_async(
+    ops: AsyncRoiOps,
     name: str,
     spec: RoiSpec,
     *,
@@ -104,6 +141,27 @@ def save_roi(
     is never overwritten) and the returned ROI points at the files; without it the images stay in memory on
     the returned object, which :func:`find_roi` accepts directly.
     """
+    return await _save(
+        ops,
+        name,
+        spec,
+        config=config,
+        target_dir=target_dir,
+        inter_level_delay_s=inter_level_delay_s,
+        sleep=asyncio.sleep,
+    )
+
+
+async def _save(
+    ops: AsyncRoiOps,
+    name: str,
+    spec: RoiSpec,
+    *,
+    config: AcquisitionLike | None,
+    target_dir: str | Path | None,
+    inter_level_delay_s: float,
+    sleep: Sleep,
+) -> SavedRoi:
     if not name or not name.strip() or len(name) > 200:
         raise RoiError("ROI name must be 1-200 characters")
     if inter_level_delay_s < 0 or not math.isfinite(inter_level_delay_s):
@@ -113,15 +171,15 @@ def save_roi(
     if target_dir is not None and (Path(target_dir) / "manifest.json").exists():
         raise RoiError(f"{Path(target_dir) / 'manifest.json'} already exists: choose another target_dir")
     imaging: AcquisitionLike = config if config is not None else RoiImaging()
-    pose = _pose(ops)
-    rotation = _get_rotation(ops)
+    pose = await _pose(ops)
+    rotation = await _get_rotation(ops)
     levels: list[SavedRoiLevel] = []
     images: dict[str, NDArray[np.float32]] = {}
     for k, (level, fov) in enumerate(spec.levels()):
         if k and inter_level_delay_s > 0:
-            time.sleep(inter_level_delay_s)  # let the column settle after the magnification change
-        ops.set_view_field(fov)
-        images[level] = _image(ops, fov, imaging)
+            await sleep(inter_level_delay_s)  # let the column settle after the magnification change
+        await ops.set_view_field(fov)
+        images[level] = await _image(ops, fov, imaging)
         levels.append(
             SavedRoiLevel(
                 level=level,
@@ -131,8 +189,8 @@ def save_roi(
                 height=int(imaging.height),
                 dwell_us=float(imaging.dwell_us),
                 image=f"{level}.png",
-                stage_pose=_pose(ops),
-                image_rotation_rad=_get_rotation(ops),
+                stage_pose=await _pose(ops),
+                image_rotation_rad=await _get_rotation(ops),
                 acquired_at=_now(),
             )
         )
@@ -145,8 +203,8 @@ def save_roi(
     return roi
 
 
-def _get_rotation(ops: RoiOps) -> float:
-    return float(ops.get_image_rotation_rad()) if isinstance(ops, RotatableRoiOps) else 0.0
+async def _get_rotation(ops: AsyncRoiOps) -> float:
+    return float(await ops.get_image_rotation_rad()) if isinstance(ops, AsyncRotatableRoiOps) else 0.0
 
 
 def _level_image(roi: SavedRoi, level: SavedRoiLevel) -> NDArray[np.float32]:
@@ -165,8 +223,13 @@ def _wrap(angle: float) -> float:
     return (angle + math.pi) % (2.0 * math.pi) - math.pi
 
 
-def find_roi(
-    ops: RoiOps,
+def find_roi(ops: RoiOps, roi_path: str | Path | SavedRoi, **options: Any) -> FindRoiResult:
+    """:func:`find_roi_async` over synchronous ``ops`` (same keyword arguments), without an event loop."""
+    return run_unsuspended(find_roi_async(as_async_roi_ops(ops), roi_path, **options))
+
+
+async def find_roi_async(
+    ops: AsyncRoiOps,
     roi_path: str | Path | SavedRoi,
     *,
     stage_mode: str = "same_session",
@@ -218,15 +281,15 @@ def find_roi(
     t0 = time.perf_counter()
 
     if initial_pose is not None:
-        ops.move_to(
+        await ops.move_to(
             float(initial_pose["x"]), float(initial_pose["y"]), initial_pose.get("z"), initial_pose.get("r")
         )
     elif stage_mode == "same_session":
         saved = levels[index].stage_pose
-        ops.move_to(saved["x"], saved["y"], saved.get("z"), saved.get("r"))
-    rotatable = isinstance(ops, RotatableRoiOps)
-    if stage_mode == "same_session" and isinstance(ops, RotatableRoiOps):
-        ops.set_image_rotation_rad(levels[index].image_rotation_rad)
+        await ops.move_to(saved["x"], saved["y"], saved.get("z"), saved.get("r"))
+    rotatable = isinstance(ops, AsyncRotatableRoiOps)
+    if stage_mode == "same_session" and isinstance(ops, AsyncRotatableRoiOps):
+        await ops.set_image_rotation_rad(levels[index].image_rotation_rad)
 
     fov_factor = 1.0
     zoom = 1.0
@@ -244,9 +307,9 @@ def find_roi(
         level = levels[index]
         imaging: AcquisitionLike = base_config if base_config is not None else _level_imaging(level)
         fov_live = level.fov_um * fov_factor * zoom
-        theta = _get_rotation(ops)
-        ops.set_view_field(fov_live)
-        live = _image(ops, fov_live, imaging)
+        theta = await _get_rotation(ops)
+        await ops.set_view_field(fov_live)
+        live = await _image(ops, fov_live, imaging)
         level_iters += 1
         saved_img = _level_image(roi, level)
         # Resample the saved image to the live image's expected pixel size (zoom-out or other frame sizes).
@@ -309,10 +372,10 @@ def find_roi(
             if norm > cap:
                 step = (step[0] * cap / norm, step[1] * cap / norm)
             move = step
-            ops.move_delta(move[0], move[1])
+            await ops.move_delta(move[0], move[1])
             prediction = ((target[0] - move[0], target[1] - move[1]), move)
-        if rotate != 0.0 and isinstance(ops, RotatableRoiOps):
-            ops.set_image_rotation_rad(_wrap(theta + rotate))
+        if rotate != 0.0 and isinstance(ops, AsyncRotatableRoiOps):
+            await ops.set_image_rotation_rad(_wrap(theta + rotate))
         if within and finest:
             trace.append(_iteration(entry, move, rotate, fov_factor, "converged"))
             success, message = True, f"within tolerance at level {level.level}"
@@ -355,8 +418,8 @@ def find_roi(
         final_scale=last[2] if last else None,
         final_confidence=last[3] if last else None,
         fov_factor=fov_factor,
-        stage_pose=_pose(ops),
-        image_rotation_rad=_get_rotation(ops),
+        stage_pose=await _pose(ops),
+        image_rotation_rad=await _get_rotation(ops),
         trace=trace,
         elapsed_s=time.perf_counter() - t0,
     )

@@ -69,9 +69,10 @@ class StopBridge:
 
 def run_service_main(config_file: Path | None, bridge: StopBridge) -> int:
     """Run the daemon until the bridge asks it to stop; returns the exit code."""
-    from agent.commands.run_cmd import run_daemon_from_config
+    # Imported here: the service-control helpers below must not load the daemon's composition.
+    from agent import app
 
-    return run_daemon_from_config(config_file, stop_bridge=bridge)
+    return app.run_from_config(config_file, stop_bridge=bridge)
 
 
 def _service_class() -> type:  # pragma: no cover - Windows only

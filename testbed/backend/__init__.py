@@ -6,7 +6,9 @@ Run it with ``em-agent testbed backend --port N [--db PATH] [--compat strict|sma
 
 ``strict`` (default)
     SmartEM's paths and shapes, but stricter (unknown fields and wrong types -> 422, duplicate create -> 409,
-    unknown parent -> 404; path parameters authoritative) and with the compatible improvements of design.md:
+    unknown parent -> 404, a body that contradicts its path where SmartEM would act on the body -> 422, a
+    nameless acquisition -> 422; it refuses every request of the differential corpus the real backend refuses,
+    docs/testbed-fidelity.md) and with the compatible improvements of design.md:
     ``id:`` on each SSE instruction event (a delivery id), ``Last-Event-ID`` resume, re-sending of
     sent-but-unacknowledged instructions on reconnect, a ``retry:`` hint, numeric priority ordering
     (critical > high > normal > low, then ``sequence_number``, then creation time), idempotent repeated acks
@@ -14,11 +16,15 @@ Run it with ``em-agent testbed backend --port N [--db PATH] [--compat strict|sma
     accepted without a live stream, prompt redelivery after an expiry reset, and
     ``POST /foilholes/micrographs/batch`` (body ``MicrographBatchCreateRequest``).
 ``smartem``
-    The observed behaviour of the real backend, quirks included: unknown entity fields ignored; duplicate
-    create -> 500 ``text/plain`` and the keep-alive connection closed; every ack error -> 500; one-shot acks
-    that need a live connection; no ``id:`` and no re-send on reconnect; redelivery only through the expiry
-    sweep (not pushed on an open stream); text priority ordering; status values returned lower-case;
-    ``GET /debug/session/{id}/instructions`` -> 500 once the session has an instruction; no micrograph batch.
+    The observed behaviour of the real backend, quirks included, measured against it by
+    ``tests/smartem/test_differential.py`` (docs/testbed-fidelity.md): unknown entity fields ignored; duplicate
+    create and unknown parent -> 500 ``text/plain`` and the keep-alive connection closed (the grid-square batch:
+    404 / 409); partial PUTs; every ack error -> 500; one-shot acks that need a live connection; no ``id:`` and
+    no re-send on reconnect; redelivery only through the expiry sweep (not pushed on an open stream); text
+    priority ordering; ``GET /debug/session/{id}/instructions`` -> 500 once the session has an instruction; no
+    micrograph batch.
+
+Both modes refuse status values outside SmartEM's vocabularies (422) and datetimes with a UTC offset.
 
 Both modes send ``: ping`` comments every ``ping_interval`` (15 s) and a ``heartbeat`` event after
 ``heartbeat_interval`` (30 s) without notifications; an unknown or foreign session gets one ``error`` event

@@ -20,7 +20,7 @@ from testbed.backend.agent_store import PRIORITY_RANK, NewInstruction
 from testbed.backend.auth import SCOPE_KEY
 from testbed.backend.bodies import parse_one
 from testbed.backend.db import iso, utcnow
-from testbed.backend.errors import Rejected, ServerCrash
+from testbed.backend.errors import Conflict, Rejected, ServerCrash
 from testbed.backend.routing import Router
 from testbed.backend.state import BackendState, in_thread
 from testbed.backend.streams import instruction_stream
@@ -57,7 +57,13 @@ def build_agent_router(state: BackendState) -> APIRouter:
     @router.post("/agent/{agent_id}/session/{session_id}/instructions/{instruction_id}/ack")
     async def acknowledge(agent_id: str, session_id: str, instruction_id: str, request: Request) -> Any:
         # Unknown fields are a 422 in both modes: SmartEM's acknowledgement model forbids them too.
-        body = parse_one(await request.body(), AgentInstructionAcknowledgement, compat, forbid_unknown=True)
+        body = parse_one(
+            await request.body(),
+            AgentInstructionAcknowledgement,
+            compat,
+            forbid_unknown=True,
+            naive_datetimes=False,
+        )
         try:
             return await in_thread(
                 state.agents.acknowledge, agent_id, session_id, instruction_id, body.model_dump(mode="json")
@@ -95,16 +101,22 @@ def build_agent_router(state: BackendState) -> APIRouter:
     # -- debug: sessions -------------------------------------------------------------------------------------
 
     async def create_session(request: Request, *, managed: bool) -> dict[str, Any]:
-        body = parse_one(await request.body() or b"{}", SessionCreateRequest, compat)
-        return await in_thread(
-            state.agents.create_session,
-            agent_id=body.agent_id,
-            session_id=None if managed else body.session_id,
-            acquisition_uuid=body.acquisition_uuid,
-            name=body.name,
-            description=body.description,
-            experimental_parameters=body.experimental_parameters,
-        )
+        body = parse_one(await request.body() or b"{}", SessionCreateRequest, compat, naive_datetimes=False)
+        try:
+            return await in_thread(
+                state.agents.create_session,
+                agent_id=body.agent_id,
+                session_id=None if managed else body.session_id,
+                acquisition_uuid=body.acquisition_uuid,
+                name=body.name,
+                description=body.description,
+                experimental_parameters=body.experimental_parameters,
+            )
+        except Conflict as exc:
+            if state.strict:
+                raise
+            # SmartEM inserts the row and meets its unique index on session_id: an unhandled IntegrityError.
+            raise ServerCrash(f"IntegrityError: {exc.detail}") from exc
 
     @router.post("/debug/sessions/create")
     async def debug_create_session(request: Request) -> dict[str, Any]:
@@ -168,7 +180,9 @@ def build_agent_router(state: BackendState) -> APIRouter:
 
     @router.post("/debug/session/{session_id}/create-instruction")
     async def debug_create_instruction(session_id: str, request: Request) -> dict[str, Any]:
-        body = parse_one(await request.body() or b"{}", InstructionCreateRequest, compat)
+        body = parse_one(
+            await request.body() or b"{}", InstructionCreateRequest, compat, naive_datetimes=False
+        )
         if state.strict and body.priority not in PRIORITY_RANK:
             raise RequestValidationError(
                 [

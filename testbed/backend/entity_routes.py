@@ -1,10 +1,21 @@
 """SmartEM's entity endpoints (smartem-reference.md table 2.2 and section 2.3) plus the GETs of the seed
 client.
 
-Rules common to both modes: path parameters are authoritative over body fields (the uuid of a PUT, the parent
-uuid of a create); a missing parent is 404; updates merge only the fields the client sent and never move an
-entity to another parent. Duplicate creates are 409 in strict mode and SmartEM's unhandled 500 in smartem mode
-(except the grid-square batch, where SmartEM itself answers 409).
+Rules common to both modes: the path names the parent of a single create (SmartEM takes it from the path too);
+updates merge only the fields the client sent and never move or rename an entity; status values must be in
+SmartEM's vocabularies (422).
+
+``strict``: a missing parent is 404; a duplicate create is 409; a body that contradicts what SmartEM would act on
+is 422 (the parent named in a foil-hole or grid-square batch, where SmartEM takes the body's over the path's,
+and the uuid or parent in a PUT body, which SmartEM would apply); a position without ``gridsquare_uuid`` and an
+acquisition without ``name`` are 422; a PUT needs the create shape.
+
+``smartem`` (as measured against the real backend, ``tests/smartem/test_differential.py``): a missing parent is
+the foreign-key violation SmartEM does not handle (500 ``text/plain``), except the grid-square batch, which checks
+its grid (404) and answers its own integrity errors with 409; a duplicate create is 500 likewise; foil holes
+and batch grid squares are filed under the parent their body names; a PUT may carry any subset of fields, and
+an explicit ``null`` for a column SmartEM declares ``NOT NULL`` is a 500; ``/grids/{uuid}/registered`` does not
+look the grid up; an atlas is stored before its tiles, so a failing tile leaves the atlas behind.
 """
 
 from __future__ import annotations
@@ -25,9 +36,9 @@ from converters.requests import (
     MicrographBatchCreateRequest,
     MicrographCreateRequest,
 )
-from testbed.backend.bodies import parse_many, parse_one
-from testbed.backend.entity_store import NewEntity
-from testbed.backend.errors import DuplicateEntity, NotFound, ServerCrash
+from testbed.backend.bodies import parse_many, parse_one, parse_update
+from testbed.backend.entity_store import PARENT_KIND, NewEntity
+from testbed.backend.errors import Conflict, DuplicateEntity, NotFound, ServerCrash
 from testbed.backend.routing import Router
 from testbed.backend.shapes import project
 from testbed.backend.state import BackendState, in_thread
@@ -36,6 +47,27 @@ from testbed.backend.state import BackendState, in_thread
 _PARENT_FIELDS = frozenset(
     {"uuid", "acquisition_uuid", "grid_uuid", "atlas_uuid", "gridsquare_uuid", "foilhole_uuid"}
 )
+
+# The field of each kind's body that names its parent.
+_PARENT_FIELD = {
+    "grid": "acquisition_uuid",
+    "atlas": "grid_uuid",
+    "atlas_tile": "atlas_uuid",
+    "gridsquare": "grid_uuid",
+    "foilhole": "gridsquare_uuid",
+    "micrograph": "foilhole_uuid",
+}
+
+# Body fields SmartEM stores in NOT NULL columns: an explicit null in a PUT is an integrity error there (500).
+# The required fields of each create model, plus the acquisition's name (optional in the model, NOT NULL in the
+# table, filled with "Unknown" on create).
+_NOT_NULL = {
+    "acquisition": frozenset({"uuid", "name"}),
+    "grid": frozenset({"uuid", "name", "acquisition_uuid"}),
+    "gridsquare": frozenset({"uuid", "gridsquare_id", "grid_uuid"}),
+    "foilhole": frozenset({"uuid", "foilhole_id", "gridsquare_id", "gridsquare_uuid"}),
+    "micrograph": frozenset({"uuid", "foilhole_id"}),
+}
 
 _PATH_OF_KIND = {
     "acquisition": "acquisitions",
@@ -58,8 +90,16 @@ def _duplicate_uuids(uuids: list[str]) -> list[str]:
     return dups
 
 
-def _unprocessable(msg: str) -> RequestValidationError:
-    return RequestValidationError([{"type": "value_error", "loc": ["body"], "msg": msg, "input": None}])
+def _unprocessable(msg: str, *loc: str | int) -> RequestValidationError:
+    return RequestValidationError([{"type": "value_error", "loc": ["body", *loc], "msg": msg, "input": None}])
+
+
+def _contradiction(field: str, sent: str, path_value: str, *loc: str | int) -> RequestValidationError:
+    return _unprocessable(
+        f"{field} {sent!r} contradicts {path_value!r} from the path (SmartEM would act on the body's value)",
+        *loc,
+        field,
+    )
 
 
 def build_entity_router(state: BackendState) -> APIRouter:
@@ -68,7 +108,17 @@ def build_entity_router(state: BackendState) -> APIRouter:
     compat = state.options.compat
 
     def shape(kind: str, stored: dict[str, Any]) -> dict[str, Any]:
-        return project(kind, stored["data"], compat)
+        """A stored entity as reads and updates answer it."""
+        body = project(kind, stored["data"], compat)
+        if not state.strict and kind == "micrograph" and body["micrograph_id"] is None:
+            # The column default SmartEM reads back: its create body has no micrograph_id.
+            body["micrograph_id"] = ""
+        return body
+
+    def answered_status(body: dict[str, Any]) -> dict[str, Any]:
+        if not state.strict and body.get("status") is None:
+            body["status"] = "none"
+        return body
 
     async def create(
         entities: list[NewEntity], *, smartem_conflict_is_409: bool = False
@@ -76,15 +126,51 @@ def build_entity_router(state: BackendState) -> APIRouter:
         try:
             return await in_thread(state.entities.create, entities)
         except DuplicateEntity as exc:
-            if state.strict or smartem_conflict_is_409:
+            if state.strict:
                 raise
+            if smartem_conflict_is_409:
+                # The grid-square batch is the one SmartEM route that catches its IntegrityError.
+                raise Conflict("gridsquare batch conflicts with existing data") from exc
             raise ServerCrash(f"IntegrityError: {exc.detail}") from exc
+        except NotFound as exc:
+            if state.strict:
+                raise
+            # SmartEM inserts without looking the parent up: the foreign key refuses the row.
+            if smartem_conflict_is_409:
+                raise Conflict("gridsquare batch conflicts with existing data") from exc
+            raise ServerCrash(f"IntegrityError: foreign key: {exc.detail}") from exc
 
     async def update(kind: str, uuid: str, model_cls: Any, request: Request) -> dict[str, Any]:
-        body = parse_one(await request.body(), model_cls, compat)
-        fields = body.model_dump(mode="json", include=body.model_fields_set - _PARENT_FIELDS)
-        stored = await in_thread(state.entities.update, kind, uuid, fields)
-        return shape(kind, stored)
+        body = parse_update(await request.body(), model_cls, compat)
+        sent = body.model_fields_set
+        stored = await get_one(kind, uuid)
+        parent_field = _PARENT_FIELD.get(kind)
+        new_parent = (
+            getattr(body, parent_field) if parent_field is not None and parent_field in sent else None
+        )
+        body_uuid = body.uuid if "uuid" in sent else None
+        if state.strict:
+            # SmartEM applies these body fields (renaming or moving the row): a client must not rely on the
+            # path winning.
+            if body_uuid is not None and body_uuid != uuid:
+                raise _contradiction("uuid", body_uuid, uuid)
+            if parent_field and new_parent is not None and new_parent != stored["parent_uuid"]:
+                raise _contradiction(parent_field, new_parent, stored["parent_uuid"])
+        else:
+            nulls = sorted(f for f in sent & _NOT_NULL.get(kind, frozenset()) if getattr(body, f) is None)
+            if nulls:
+                raise ServerCrash(f"IntegrityError: null value in NOT NULL column(s) {', '.join(nulls)}")
+            parent_kind = PARENT_KIND[kind]
+            if parent_kind is not None and new_parent is not None and new_parent != stored["parent_uuid"]:
+                # SmartEM would move the row; a parent that does not exist fails its foreign key.
+                known = await in_thread(state.entities.get, parent_kind, new_parent)
+                if known is None:
+                    raise ServerCrash(f"IntegrityError: foreign key: {parent_kind} {new_parent} not found")
+        fields = body.model_dump(mode="json", include=sent - _PARENT_FIELDS)
+        updated = await in_thread(state.entities.update, kind, uuid, fields)
+        if kind == "foilhole":
+            return answered_status(shape(kind, updated))  # SmartEM's hole update answers "none" for null
+        return shape(kind, updated)
 
     async def get_one(kind: str, uuid: str) -> dict[str, Any]:
         stored = await in_thread(state.entities.get, kind, uuid)
@@ -98,8 +184,11 @@ def build_entity_router(state: BackendState) -> APIRouter:
 
     async def atlas_body(stored: dict[str, Any]) -> dict[str, Any]:
         body = shape("atlas", stored)
-        tiles = await in_thread(state.entities.children, "atlas_tile", stored["uuid"])
-        body["tiles"] = [shape("atlas_tile", t) for t in tiles]
+        if state.strict:
+            tiles = await in_thread(state.entities.children, "atlas_tile", stored["uuid"])
+            body["tiles"] = [shape("atlas_tile", t) for t in tiles]
+        else:
+            body["tiles"] = []  # SmartEM's atlas responses never load the tiles
         return body
 
     # -- acquisitions ----------------------------------------------------------------------------------------
@@ -109,6 +198,13 @@ def build_entity_router(state: BackendState) -> APIRouter:
         body = parse_one(await request.body(), AcquisitionCreateRequest, compat)
         data = body.model_dump(mode="json")
         nameless = data["name"] is None
+        if nameless and state.strict:
+            # SmartEM commits a nameless acquisition and then fails (500); strict refuses it up front.
+            raise RequestValidationError(
+                [{"type": "missing", "loc": ["body", "name"], "msg": "Field required", "input": None}]
+            )
+        if not state.strict:
+            data["status"] = "started"  # SmartEM starts every acquisition it creates, whatever was sent
         if nameless and not state.strict:
             # SmartEM commits the row with name "Unknown", then its response model rejects it: a 500 after
             # the fact, and a retry with a name then hits the duplicate.
@@ -136,6 +232,8 @@ def build_entity_router(state: BackendState) -> APIRouter:
     async def create_grid(acquisition_uuid: str, request: Request) -> dict[str, Any]:
         body = parse_one(await request.body(), GridCreateRequest, compat)
         data = {**body.model_dump(mode="json"), "acquisition_uuid": acquisition_uuid}
+        if not state.strict:
+            data["status"] = "none"  # SmartEM's grid create stores "none", whatever was sent
         await create([NewEntity("grid", body.uuid, acquisition_uuid, data)])
         return project("grid", data, compat)
 
@@ -153,7 +251,12 @@ def build_entity_router(state: BackendState) -> APIRouter:
 
     @router.post("/grids/{grid_uuid}/registered")
     async def grid_registered(grid_uuid: str) -> bool:
-        await in_thread(state.entities.mark_registered, "grid", grid_uuid)
+        try:
+            await in_thread(state.entities.mark_registered, "grid", grid_uuid)
+        except NotFound:
+            if state.strict:
+                raise
+            # SmartEM only publishes `grid.registered`; it never looks the grid up.
         return True
 
     # -- atlas and tiles -------------------------------------------------------------------------------------
@@ -163,11 +266,16 @@ def build_entity_router(state: BackendState) -> APIRouter:
         body = parse_one(await request.body(), AtlasCreateRequest, compat)
         data = {**body.model_dump(mode="json", exclude={"tiles"}), "grid_uuid": grid_uuid}
         tiles = [{**t.model_dump(mode="json"), "atlas_uuid": body.uuid} for t in body.tiles or []]
-        await create(
-            [NewEntity("atlas", body.uuid, grid_uuid, data)]
-            + [NewEntity("atlas_tile", t["uuid"], body.uuid, t) for t in tiles]
-        )
-        return {**project("atlas", data, compat), "tiles": [project("atlas_tile", t, compat) for t in tiles]}
+        atlas = NewEntity("atlas", body.uuid, grid_uuid, data)
+        tile_rows = [NewEntity("atlas_tile", t["uuid"], body.uuid, t) for t in tiles]
+        if state.strict:
+            await create([atlas, *tile_rows])  # one transaction
+        else:
+            # SmartEM commits the atlas, then each tile on its own: a failing tile leaves the rest behind.
+            for row in (atlas, *tile_rows):
+                await create([row])
+        shown = [project("atlas_tile", t, compat) for t in tiles] if state.strict else []
+        return {**project("atlas", data, compat), "tiles": shown}
 
     @router.get("/grids/{grid_uuid}/atlas")
     async def get_grid_atlas(grid_uuid: str) -> dict[str, Any]:
@@ -193,13 +301,20 @@ def build_entity_router(state: BackendState) -> APIRouter:
     async def link_tile_gridsquares(tile_uuid: str, request: Request) -> list[dict[str, Any]]:
         positions = parse_many(await request.body(), GridSquarePositionRequest, compat)
         rows = [p.model_dump(mode="json") for p in positions]
+        unplaced = [i for i, p in enumerate(positions) if p.gridsquare_uuid is None]
+        if unplaced:
+            # SmartEM's link table has gridsquare_uuid NOT NULL.
+            if state.strict:
+                raise _unprocessable("gridsquare_uuid is required", unplaced[0], "gridsquare_uuid")
+            raise ServerCrash("IntegrityError: null gridsquare_uuid in atlastilegridsquareposition")
         try:
             return await in_thread(
                 state.entities.link_positions, tile_uuid, rows, duplicates_conflict=not state.strict
             )
-        except DuplicateEntity as exc:
+        except (DuplicateEntity, NotFound) as exc:
             if state.strict:
                 raise
+            # Duplicates and unknown tiles or squares alike: SmartEM's unhandled integrity error.
             raise ServerCrash(f"IntegrityError: {exc.detail}") from exc
 
     @router.get("/atlas-tiles/{tile_uuid}/gridsquares")
@@ -213,6 +328,8 @@ def build_entity_router(state: BackendState) -> APIRouter:
     async def create_gridsquare(grid_uuid: str, request: Request) -> dict[str, Any]:
         body = parse_one(await request.body(), GridSquareCreateRequest, compat)
         data = {**body.model_dump(mode="json"), "grid_uuid": grid_uuid}
+        if not state.strict:
+            data["status"] = "none"  # as SmartEM's single create stores it, whatever was sent
         await create([NewEntity("gridsquare", body.uuid, grid_uuid, data)])
         return project("gridsquare", data, compat)
 
@@ -222,11 +339,20 @@ def build_entity_router(state: BackendState) -> APIRouter:
         dups = _duplicate_uuids([g.uuid for g in body.gridsquares])
         if dups:
             raise _unprocessable(f"duplicate gridsquare uuids in batch: {', '.join(dups[:10])}")
-        rows = [{**g.model_dump(mode="json"), "grid_uuid": grid_uuid} for g in body.gridsquares]
+        if state.strict:
+            for i, g in enumerate(body.gridsquares):
+                if g.grid_uuid != grid_uuid:
+                    raise _contradiction("grid_uuid", g.grid_uuid, grid_uuid, "gridsquares", i)
+        else:
+            # SmartEM checks the path's grid, then stores each square under the grid its body names.
+            await get_one("grid", grid_uuid)
+        rows = [g.model_dump(mode="json") for g in body.gridsquares]
         await create(
-            [NewEntity("gridsquare", r["uuid"], grid_uuid, r) for r in rows], smartem_conflict_is_409=True
+            [NewEntity("gridsquare", r["uuid"], r["grid_uuid"], r) for r in rows],
+            smartem_conflict_is_409=True,
         )
-        return {"gridsquares": [project("gridsquare", r, compat) for r in rows]}
+        # SmartEM stores the status as sent (null included) but answers "none" for a null one.
+        return {"gridsquares": [answered_status(project("gridsquare", r, compat)) for r in rows]}
 
     @router.get("/grids/{grid_uuid}/gridsquares")
     async def get_grid_gridsquares(grid_uuid: str) -> list[dict[str, Any]]:
@@ -250,16 +376,22 @@ def build_entity_router(state: BackendState) -> APIRouter:
     @router.post("/gridsquares/{gridsquare_uuid}/foilholes", status_code=201)
     async def create_foilholes(gridsquare_uuid: str, request: Request) -> list[dict[str, Any]]:
         holes = parse_many(await request.body(), FoilHoleCreateRequest, compat)
-        rows = [{**h.model_dump(mode="json"), "gridsquare_uuid": gridsquare_uuid} for h in holes]
+        # SmartEM files each hole under the gridsquare_uuid of its body, whatever the path says.
+        rows = [h.model_dump(mode="json") for h in holes]
         if state.strict:
             dups = _duplicate_uuids([r["uuid"] for r in rows])
             if dups:
                 raise _unprocessable(f"duplicate foilhole uuids in batch: {', '.join(dups[:10])}")
+            for i, r in enumerate(rows):
+                if r["gridsquare_uuid"] != gridsquare_uuid:
+                    raise _contradiction("gridsquare_uuid", r["gridsquare_uuid"], gridsquare_uuid, i)
         if not rows:
-            await get_one("gridsquare", gridsquare_uuid)
-            return []
-        await create([NewEntity("foilhole", r["uuid"], gridsquare_uuid, r) for r in rows])
-        return [project("foilhole", r, compat) for r in rows]
+            if state.strict:
+                await get_one("gridsquare", gridsquare_uuid)
+            return []  # SmartEM commits nothing and looks nothing up
+        await create([NewEntity("foilhole", r["uuid"], r["gridsquare_uuid"], r) for r in rows])
+        # SmartEM stores the status as sent (null included) but answers "none" for a null one.
+        return [answered_status(project("foilhole", r, compat)) for r in rows]
 
     @router.get("/gridsquares/{gridsquare_uuid}/foilholes")
     async def get_gridsquare_foilholes(gridsquare_uuid: str) -> list[dict[str, Any]]:
@@ -279,6 +411,8 @@ def build_entity_router(state: BackendState) -> APIRouter:
     async def create_micrograph(foilhole_uuid: str, request: Request) -> dict[str, Any]:
         body = parse_one(await request.body(), MicrographCreateRequest, compat)
         data = {**body.model_dump(mode="json"), "foilhole_uuid": foilhole_uuid}
+        if not state.strict:
+            data["status"] = "none"  # SmartEM's micrograph create stores "none", whatever was sent
         await create([NewEntity("micrograph", body.uuid, foilhole_uuid, data)])
         return project("micrograph", data, compat)
 

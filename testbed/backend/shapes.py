@@ -73,14 +73,10 @@ RESPONSE_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def project(kind: str, data: dict[str, Any], compat: Compat) -> dict[str, Any]:
-    """The response body for one stored entity. In ``smartem`` mode status values come back lower-case,
-    because SmartEM stores enums by name and returns them by value."""
-    out = {name: data.get(name) for name in RESPONSE_FIELDS[kind]}
-    status = out.get("status")
-    if compat == "smartem" and isinstance(status, str):
-        out["status"] = status.lower()
-    return out
+def project(kind: str, data: dict[str, Any], _compat: Compat) -> dict[str, Any]:
+    """The response body for one entity, the same in both modes. Status values come back as sent: they are
+    checked against SmartEM's vocabularies on the way in, and SmartEM returns its enums by value."""
+    return {name: data.get(name) for name in RESPONSE_FIELDS[kind]}
 
 
 __all__ = ["RESPONSE_FIELDS", "project"]

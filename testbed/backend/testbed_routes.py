@@ -107,7 +107,7 @@ def build_testbed_router(state: BackendState) -> APIRouter:
 
     @router.post("/faults/fail")
     async def fail(request: Request) -> dict[str, Any]:
-        body = parse_one(await request.body(), FailRequest, "strict")
+        body = parse_one(await request.body(), FailRequest, "strict", naive_datetimes=False)
         state.faults.fail_next(
             body.count, status=body.status, retry_after=body.retry_after, path_prefix=body.path_prefix
         )
@@ -115,7 +115,7 @@ def build_testbed_router(state: BackendState) -> APIRouter:
 
     @router.post("/faults/latency")
     async def latency(request: Request) -> dict[str, Any]:
-        body = parse_one(await request.body(), LatencyRequest, "strict")
+        body = parse_one(await request.body(), LatencyRequest, "strict", naive_datetimes=False)
         state.faults.add_latency(body.seconds, path_prefix=body.path_prefix)
         return state.faults.snapshot()
 

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from agent.commands.run_cmd import compose
+from agent.app import compose
 from agent.events import EntityEventBridge, event_for
 from agent.settings import load_settings
 from testbed.backend import BackendServer
 from testbed.epu import GeneratorConfig, SessionGenerator
+from tests.conftest import import_optional
 
 
 @dataclass
@@ -78,7 +79,7 @@ async def test_failed_batch_is_retried_and_capacity_is_bounded(monkeypatch: pyte
 @pytest.mark.amqp
 @pytest.mark.integration
 async def test_every_confirmed_entity_reaches_the_bus(amqp_url: str, tmp_path: Path) -> None:
-    pika = pytest.importorskip("pika")
+    pika = import_optional("pika", "EM_AGENT_REQUIRE_AMQP", module_level=False)
     queue = f"em_agent.test.{tmp_path.name}"
     watch = tmp_path / "epu"
     watch.mkdir()

@@ -216,3 +216,38 @@ def test_open_rejects_an_unusable_url_without_echoing_it(url: str) -> None:
         publisher.open()
     assert "secret" not in str(info.value)
     assert not publisher.connected
+
+
+def test_close_while_the_handshake_hangs_closes_the_socket() -> None:
+    # A server that accepts TCP and never speaks AMQP keeps pika's connection "opening". Closing then aborts the
+    # attempt, which pika finishes on the I/O loop; stopping the loop before that left the socket unclosed (a
+    # ResourceWarning at garbage collection, as CI saw under load).
+    import gc
+    import socket
+    import warnings
+
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    try:
+        port = server.getsockname()[1]
+        publisher = AmqpEventPublisher(
+            AmqpPublisherConfig(url=f"amqp://guest:guest@127.0.0.1:{port}/%2F", connect_timeout_s=5.0)
+        )
+        publisher.open()
+        server.settimeout(5)
+        accepted.append(server.accept()[0])
+        with pytest.raises(AmqpPublishError, match="not confirmed in time"):
+            publisher.publish("grid.created", {"uuid": "g"}, timeout=0.2)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            publisher.close(timeout=0.1)
+            gc.collect()
+        assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+        # the client side really closed: after pika's protocol header the server reads end-of-stream
+        accepted[0].settimeout(5)
+        while chunk := accepted[0].recv(1024):
+            assert chunk.startswith(b"AMQP")
+    finally:
+        for sock in accepted:
+            sock.close()
+        server.close()

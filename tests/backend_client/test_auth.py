@@ -101,6 +101,22 @@ def test_token_is_cached_and_refreshed_30s_before_expiry() -> None:
     assert auth.fetch_count == 2
 
 
+def test_short_lived_token_is_refreshed_at_half_life_not_per_request() -> None:
+    # A 20 s token (shorter than twice the 30 s margin) used to count as expired when issued: every request
+    # fetched a new one. It is now kept for half its life.
+    server = TokenServer(expires_in=20)
+    clock = [1000.0]
+    auth = _auth(server, clock)
+    first = auth.sync_token()
+    for _ in range(50):
+        assert auth.sync_token() == first
+    clock[0] += 9.9  # 10.1 s left: still valid
+    assert auth.sync_token() == first
+    clock[0] += 0.2  # 9.9 s left: past half-life -> refresh
+    assert auth.sync_token() == server.issued[1]
+    assert auth.fetch_count == 2
+
+
 def test_401_refreshes_once_and_resends_once() -> None:
     server = TokenServer()
     auth = _auth(server)

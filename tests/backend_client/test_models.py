@@ -11,8 +11,16 @@ from pydantic import BaseModel
 
 import backend_client
 from backend_client import models
+from tests.conftest import skip_or_fail
 
 REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "docs" / "smartem-reference.md"
+
+
+def _reference_text() -> str:
+    """The SmartEM reference; skips (fails under EM_AGENT_REQUIRE_REFERENCE_DOCS=1) when it is absent."""
+    if not REFERENCE.is_file():
+        skip_or_fail("EM_AGENT_REQUIRE_REFERENCE_DOCS", f"{REFERENCE} not available")
+    return REFERENCE.read_text(encoding="utf-8")
 
 
 def _expand(token: str) -> list[str]:
@@ -36,9 +44,7 @@ def _names(cell: str) -> list[str]:
 
 
 def _contract() -> dict[str, tuple[list[str], list[str]]]:
-    if not REFERENCE.is_file():
-        pytest.skip(f"{REFERENCE} not available")
-    text = REFERENCE.read_text(encoding="utf-8")
+    text = _reference_text()
     section = text[text.index("## 3. Request models") : text.index("## 4. Agent sessions")]
     table: dict[str, tuple[list[str], list[str]]] = {}
     for line in section.splitlines():
@@ -83,7 +89,7 @@ def test_model_fields_match_the_contract(name: str) -> None:
 
 
 def test_nested_atlas_tile_and_log_entry_fields() -> None:
-    text = REFERENCE.read_text(encoding="utf-8") if REFERENCE.is_file() else pytest.skip("no reference")
+    text = _reference_text()
     tile = re.search(r"AtlasTileCreateRequest\{([^}]*)\}", str(text))
     assert tile is not None
     assert set(models.AtlasTileCreateRequest.model_fields) == {f.strip() for f in tile.group(1).split(",")}
@@ -112,5 +118,18 @@ def test_response_models_tolerate_extra_fields_and_enum_case() -> None:
 def test_exported_members_are_sorted_and_complete() -> None:
     assert backend_client.__all__ == sorted(backend_client.__all__)
     public = {name for name in vars(backend_client) if not name.startswith("_")}
-    modules = {"amqp", "async_client", "auth", "client", "errors", "models", "paths", "retry", "sse"}
+    modules = {
+        "acks",
+        "amqp",
+        "async_client",
+        "auth",
+        "client",
+        "errors",
+        "heartbeat",
+        "models",
+        "paths",
+        "retry",
+        "sse",
+        "sse_stream",
+    }
     assert public - modules == set(backend_client.__all__)

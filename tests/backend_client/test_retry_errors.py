@@ -204,3 +204,14 @@ def test_detail_is_bounded_and_plain_text_bodies_are_kept() -> None:
     assert error.detail is not None
     assert len(error.detail) == 500
     assert "POST /acquisitions -> 500" in str(error)
+
+
+def test_backoff_for_loops_that_never_give_up_has_no_budget() -> None:
+    # The ingest flusher waits with it for as long as the backend is down: jittered, capped, no time budget.
+    policy = RetryPolicy(wait_initial=0.5, wait_max=10.0, timeout=1.0)
+    for failures in range(1, 12):
+        wait = policy.backoff(failures)
+        assert 0.5 <= wait <= min(10.0, 0.5 * 2 ** (failures - 1))
+    assert policy.backoff(3, BackendUnavailableError("x", retry_after=7.0)) == 7.0
+    # Within a request's attempts the same wait is cut to what is left of the budget.
+    assert policy.compute_wait(10, None, elapsed=0.9) <= 0.1 + 1e-9

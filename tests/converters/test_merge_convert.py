@@ -20,6 +20,8 @@ from converters import (
     ParsedMicrograph,
     ParsedSession,
     StagePosition,
+    image_version,
+    is_newer_foilhole_image,
     merge,
     parse_file,
     provided_fields,
@@ -210,3 +212,11 @@ def test_convert_micrograph(epu_samples_dir: Path) -> None:
     assert abs(request.defocus) < 1e-4  # metres
     assert request.manifest_file == parsed.path
     assert request.status == "none"
+
+
+def test_image_version_orders_name_timestamps_and_a_rewrite_counts_as_newer() -> None:
+    early, late = datetime(2025, 1, 9, 6, 17, 12), datetime(2025, 1, 9, 6, 17, 12, 500000)
+    assert image_version(early) < image_version(late) < image_version(datetime(2025, 1, 9, 6, 17, 13))
+    assert image_version(None) < image_version(early)  # a name without a timestamp is older than any
+    assert is_newer_foilhole_image(_image_hole(early, 1.0), _image_hole(early, 2.0))  # same file rewritten
+    assert not is_newer_foilhole_image(_image_hole(late, 1.0), _image_hole(early, 2.0))

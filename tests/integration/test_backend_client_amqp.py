@@ -22,8 +22,9 @@ from backend_client import (
     canonical_json,
     message_id_for,
 )
+from tests.conftest import import_optional, skip_or_fail
 
-pika = pytest.importorskip("pika")
+pika = import_optional("pika", "EM_AGENT_REQUIRE_AMQP")
 
 pytestmark = [pytest.mark.integration, pytest.mark.amqp]
 
@@ -124,7 +125,7 @@ def queue_name(amqp_url: str) -> Iterator[str]:
 @pytest.mark.timeout(120)
 def test_ten_thousand_confirmed_messages_survive_a_broker_restart(amqp_url: str, queue_name: str) -> None:
     if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl not installed: cannot restart the broker")
+        skip_or_fail("EM_AGENT_REQUIRE_AMQP", "rabbitmqctl not installed: cannot restart the broker")
     config = AmqpPublisherConfig(
         url=amqp_url, exchange="em_agent.test", queue=queue_name, confirm_timeout_s=60.0, reconnect_max_s=0.5
     )

@@ -10,12 +10,14 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
 import httpx
 
 from agent.ingest.identity import EntityKind, entity_uuid
+from converters.requests import naive_utc
 from testbed.epu import Manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -148,7 +150,8 @@ def _field_problems(manifest: Manifest, by_key: dict[tuple[str, str, str], dict[
             problems,
             f"{what} acquisition_datetime",
             d.get("acquisition_datetime")[:19] if d.get("acquisition_datetime") else None,
-            m.acquisition_datetime.isoformat()[:19],
+            # On the wire every datetime is naive UTC (SmartEM's columns have no time zone).
+            naive_utc(m.acquisition_datetime).isoformat()[:19],
         )
     return problems
 
@@ -161,19 +164,29 @@ def agent_command(watch: Path, backend_url: str, state_dir: Path, *extra: str) -
     ]  # fmt: skip
 
 
-def agent_env() -> dict[str, str]:
-    """Environment of an agent subprocess: no inherited EM_AGENT_* configuration."""
+def agent_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment of an agent subprocess: no inherited EM_AGENT_* configuration, then ``extra`` (for example
+    the OAuth settings of a real backend)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EM_AGENT_")}
     env["PYTHONPATH"] = str(REPO_ROOT)
+    env.update(extra or {})
     return env
 
 
-def run_agent_once(watch: Path, backend_url: str, state_dir: Path, timeout: float = 120) -> str:
-    """Run ``ingest --once`` to completion; returns its stdout, raises with its output on failure."""
+def run_agent_once(
+    watch: Path,
+    backend_url: str,
+    state_dir: Path,
+    timeout: float = 120,
+    *,
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """Run ``ingest --once`` to completion; returns its stdout, raises with its output on failure. ``env`` adds
+    settings to the agent's environment."""
     started = time.monotonic()
     proc = subprocess.run(
         agent_command(watch, backend_url, state_dir, "--once", "--json", "--quiet-time", "3"),
-        capture_output=True, text=True, timeout=timeout, env=agent_env(), cwd=REPO_ROOT, check=False,
+        capture_output=True, text=True, timeout=timeout, env=agent_env(env), cwd=REPO_ROOT, check=False,
     )  # fmt: skip
     if proc.returncode != 0:
         raise AssertionError(

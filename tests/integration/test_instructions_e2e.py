@@ -4,12 +4,14 @@ simulator
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agent.instructions.config import apply_root_log_level
 from agent.instructions.service import InstructionService
 from testbed.backend import BackendServer
 from testbed.semphony_server import SemphonyServer
@@ -57,6 +59,7 @@ def status(row: dict[str, Any]) -> str:
 
 
 async def test_agent_instructions(world: World, service: InstructionService) -> None:
+    level_before = logging.getLogger().level
     row = await world.run("agent.status.request")
     assert status(row) == "processed"
     res = result_of(row)
@@ -64,9 +67,21 @@ async def test_agent_instructions(world: World, service: InstructionService) -> 
     assert res["agent_id"] == AGENT_ID
     assert res["device"]["configured"]
 
+    # A bare service has no status line and no log-level applier: nothing is reported as changed.
     row = await world.run("agent.config.update", {"log_interval": 5, "log_level": "debug"})
+    assert status(row) == "declined"
+    assert result_of(row)["changed"] == {}
+    assert sorted(result_of(row)["not_applied"]) == ["log_level", "status_interval_s"]
+    assert service.context.runtime.settings.log_level == "INFO"
+
+    unbind = service.context.runtime.bind("log_level", apply_root_log_level)
+    try:
+        row = await world.run("agent.config.update", {"log_level": "debug"})
+    finally:
+        unbind()
+        logging.getLogger().setLevel(level_before)
     assert status(row) == "processed"
-    assert result_of(row)["settings"]["status_interval_s"] == 5.0
+    assert result_of(row)["changed"] == {"log_level": "DEBUG"}
     assert service.context.runtime.settings.log_level == "DEBUG"
 
     row = await world.run("agent.config.update", {"colour": "red"})
@@ -248,10 +263,15 @@ async def test_roi_and_autofocus(world: World, service: InstructionService) -> N
     row = await world.run("sem.find_roi", {"name": "roi-a", "max_iters": 4})
     assert status(row) == "processed", ack_of(row)
     assert result_of(row)["roi_name"] == "roi-a"
+    assert result_of(row)["success"] is True
     row = await world.run("sem.find_roi", {"name": "missing"})
     assert status(row) == "declined"
-    row = await world.run(
-        "sem.autofocus",
-        {"method": "classical", "max_iters": 1, "image_size_px": 64, "sweep_points": 3, "settle_s": 0},
-    )
+    sweep = {"method": "classical", "image_size_px": 64, "settle_s": 0}
+    # One iteration of a 3-point sweep does not reach focus: that is a failure, reported with the result.
+    row = await world.run("sem.autofocus", {**sweep, "max_iters": 1, "sweep_points": 3})
+    assert status(row) == "failed", ack_of(row)
+    assert "did not converge" in error_message(row)
+    assert result_of(row)["converged"] is False
+    row = await world.run("sem.autofocus", {**sweep, "max_iters": 3, "sweep_points": 5})
     assert status(row) == "processed", ack_of(row)
+    assert result_of(row)["converged"] is True

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from agent.instructions.runner import DeviceOptions
+from agent.app import DeviceOptions
 from agent.instructions.service import InstructionService
 from testbed.backend import BackendServer
 from tests.integration.test_instructions_support import (

@@ -140,7 +140,7 @@ def test_soak(tmp_path: Path, compat: str) -> None:
             stop_started = time.monotonic()
             agent.send_signal(signal.SIGTERM)
             try:
-                # The runner's own stall exit fires at drain + 20 s; this wait is only a backstop.
+                # The runner (the composed daemon) exits on its own 10 s past its 30 s shutdown bound; a backstop.
                 agent.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 agent.kill()

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.app import DeviceOptions, build_device_handle, build_service
 from agent.devices.simulator.config import SimulatorConfig
 from agent.instructions.config import ExecutorConfig
-from agent.instructions.runner import DeviceOptions, build_device_handle, build_service
 from agent.instructions.service import InstructionService
 from agent.state.database import open_database
 from backend_client.async_client import AsyncSmartEMAPIClient

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,11 +71,12 @@ def _get(http: httpx.Client, path: str) -> Any:
     return resp.json()
 
 
-def backend_tree(url: str, acq: str) -> dict[str, Any]:
-    """The acquisition's grids, squares, holes and micrographs as the backend serves them, parent by parent."""
+def backend_tree(url: str, acq: str, *, auth: httpx.Auth | None = None) -> dict[str, Any]:
+    """The acquisition's grids, squares, holes and micrographs as the backend serves them, parent by parent
+    (``auth``: the real backend's bearer token)."""
     acq_uuid = entity_uuid(acq, EntityKind.ACQUISITION, acq)
     tree: dict[str, Any] = {"acquisition": None, "grids": [], "squares": [], "holes": [], "micrographs": []}
-    with httpx.Client(base_url=url, timeout=30) as http:
+    with httpx.Client(base_url=url, timeout=30, auth=auth) as http:
         resp = http.get(f"/acquisitions/{acq_uuid}")
         if resp.status_code == 404:
             return tree
@@ -91,11 +93,11 @@ def backend_tree(url: str, acq: str) -> dict[str, Any]:
     return tree
 
 
-def tree_problems(url: str, expected: FolderExpectation) -> list[str]:
+def tree_problems(url: str, expected: FolderExpectation, *, auth: httpx.Auth | None = None) -> list[str]:
     """Everything that differs between the backend and ``expected``: each entity present exactly once, under
     its deterministic uuid and its right parent (found by walking the parent routes), nothing missing."""
     acq = expected.acq
-    tree = backend_tree(url, acq)
+    tree = backend_tree(url, acq, auth=auth)
     problems: list[str] = []
     if tree["acquisition"] is None:
         return [f"acquisition {acq} missing on the backend"]
@@ -139,9 +141,11 @@ def tree_problems(url: str, expected: FolderExpectation) -> list[str]:
     return problems
 
 
-def ingest_once(watch: Path, backend_url: str, state_dir: Path) -> dict[str, Any]:
-    """Run ``ingest --once --json`` (exit 0 required) and return its final report."""
-    out = run_agent_once(watch, backend_url, state_dir)
+def ingest_once(
+    watch: Path, backend_url: str, state_dir: Path, *, env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Run ``ingest --once --json`` (exit 0 required) and return its final report (``env``: extra settings)."""
+    out = run_agent_once(watch, backend_url, state_dir, env=env)
     report: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return report
 
@@ -151,8 +155,16 @@ SMARTEM_EXAMPLE = "DiamondLightSource__smartem-decisions/tests/testdata/epu-dir-
 ``FoilHoles/`` image for the holes its four micrographs were taken in)."""
 
 
-def check_smartem_test_folder(backend_url: str, samples_dir: Path, state_dir: Path) -> None:
-    """Import the SmartEM test folder (read in place) into the backend at ``backend_url``; all of it arrives."""
+def check_smartem_test_folder(
+    backend_url: str,
+    samples_dir: Path,
+    state_dir: Path,
+    *,
+    auth: httpx.Auth | None = None,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Import the SmartEM test folder (read in place) into the backend at ``backend_url``; all of it arrives.
+    ``auth`` and ``env`` carry a real backend's credentials to the reads and to the agent."""
     folder = samples_dir / SMARTEM_EXAMPLE
     expected = folder_expectation(folder, folder)
     # What the folder holds: 4 micrographs in 2 holes that have no file of their own, in 2 squares.
@@ -160,20 +172,27 @@ def check_smartem_test_folder(backend_url: str, samples_dir: Path, state_dir: Pa
     mic_holes = set(expected.micrographs.values())
     assert len(mic_holes) == 2
     assert len(expected.squares) == 2
-    report = ingest_once(folder, backend_url, state_dir)
+    report = ingest_once(folder, backend_url, state_dir, env=env)
     assert report["not_posted"] == [], report
     assert report["orphans"] == {}
     assert report["parents_synthesized"] == {"foilhole": 2}
     codes = sorted(f["code"] for f in report["findings"])
     assert codes == ["atlas_not_found", "no_metadata", "parents_synthesized"], report["findings"]
-    assert tree_problems(backend_url, expected) == []
-    tree = backend_tree(backend_url, expected.acq)
+    assert tree_problems(backend_url, expected, auth=auth) == []
+    tree = backend_tree(backend_url, expected.acq, auth=auth)
     assert {h["foilhole_id"] for h in tree["holes"]} >= mic_holes
     assert len(tree["micrographs"]) == 4
     assert len(tree["squares"]) == 2
 
 
-def check_images_disc_only_folder(backend_url: str, source_session: Path, work: Path) -> None:
+def check_images_disc_only_folder(
+    backend_url: str,
+    source_session: Path,
+    work: Path,
+    *,
+    auth: httpx.Auth | None = None,
+    env: Mapping[str, str] | None = None,
+) -> None:
     """Copy only ``Images-Disc1/`` of ``source_session`` into a folder of its own and import it into the backend
     at ``backend_url``: everything it holds arrives, under an acquisition and grid named after the folder. Then
     the session's ``EpuSession.dm`` is added and a second import completes the same acquisition and grid by an
@@ -182,24 +201,24 @@ def check_images_disc_only_folder(backend_url: str, source_session: Path, work: 
     shutil.copytree(source_session / "Images-Disc1", archive / "Images-Disc1")
     expected = folder_expectation(archive, archive)
     assert expected.micrographs
-    report = ingest_once(archive, backend_url, work / "state")
+    report = ingest_once(archive, backend_url, work / "state", env=env)
     assert report["not_posted"] == [], report
     synthesized = report["parents_synthesized"]
     assert (synthesized.get("acquisition"), synthesized.get("grid")) == (1, 1), synthesized
     assert "no_session_file" in {f["code"] for f in report["findings"]}
-    assert tree_problems(backend_url, expected) == []
-    tree = backend_tree(backend_url, expected.acq)
+    assert tree_problems(backend_url, expected, auth=auth) == []
+    tree = backend_tree(backend_url, expected.acq, auth=auth)
     assert tree["acquisition"]["name"] == archive.name
 
     # The session file turns up later: the same acquisition is completed, nothing is duplicated.
     shutil.copy2(source_session / "EpuSession.dm", archive / "EpuSession.dm")
-    report = ingest_once(archive, backend_url, work / "state")
+    report = ingest_once(archive, backend_url, work / "state", env=env)
     assert report["not_posted"] == [], report
     assert report["parents_completed"].get("acquisition") == 1, report
     assert "no_session_file" not in {f["code"] for f in report["findings"]}
     completed = folder_expectation(archive, archive)  # the session may name an atlas that adds squares
     assert completed.holes == expected.holes
     assert completed.micrographs == expected.micrographs
-    assert tree_problems(backend_url, completed) == []
-    tree = backend_tree(backend_url, expected.acq)
+    assert tree_problems(backend_url, completed, auth=auth) == []
+    tree = backend_tree(backend_url, expected.acq, auth=auth)
     assert tree["acquisition"]["name"] != archive.name  # the session's own name, sent as an update

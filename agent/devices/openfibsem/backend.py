@@ -90,6 +90,8 @@ class OpenFibsemBackend(ControlCoreBackend):
     The microscope is connected at the first attachment, not here, so building the backend never blocks.
     """
 
+    kind = "openfibsem"
+
     def __init__(
         self,
         config: OpenFibsemConfig | None = None,

@@ -10,15 +10,16 @@ Usage (as in the Semphony reference)::
         sem.stage.move_to(1.0, 2.0)
         result = sem.imaging.acquire(AcquisitionConfig(fov_um=50), download=True)
 
-The methods are synchronous; async code calls them with ``await asyncio.to_thread(...)``. The same surface is
-importable under the reference's own names from the top-level ``semphony`` package (re-exports of this one).
+The methods are synchronous, for scripts and notebooks; they wrap the asynchronous facade
+(:mod:`agent.devices.microscope`) that the daemon awaits directly. The top-level ``semphony`` package offers this
+surface under the reference's own names and adds what needs layers above the devices: ``imaging.autofocus``,
+``imaging.save_roi``, ``imaging.find_roi`` and ``load_roi_from_fs``.
 """
 
 from agent.devices.errors import SemphonyApiError, SemphonyGuardrailException, SemphonyUnsupportedError
 from agent.devices.guardrails import ImagingGuardrails, StageSoftLimits
 from agent.devices.models import AcquisitionConfig, AcquisitionResult
 from agent.devices.semphony.client import Run, SemphonyClient, Session, run
-from agent.devices.semphony.models import load_roi_from_fs
 from agent.devices.semphony.systems import (
     Centerings,
     DeformationDevice,
@@ -47,6 +48,5 @@ __all__ = [
     "SemphonyUnsupportedError",
     "Session",
     "StageSoftLimits",
-    "load_roi_from_fs",
     "run",
 ]

@@ -1,9 +1,10 @@
 """Runs the async device backend behind the synchronous Semphony SDK, on a private event-loop thread.
 
-Why a private loop: the SDK's API is synchronous (as in the Semphony reference), the backends are async, and
-the agent's own event loop must never block on a device that may take minutes (a pump-down). Async callers use
-``await asyncio.to_thread(device.stage.move_to, x, y)``; calling a blocking SDK method directly from a running
-event loop is refused with a clear error instead of silently freezing that loop.
+Why a private loop: the SDK's API is synchronous (as in the Semphony reference) for scripts and notebooks, the
+backends are async, and a notebook already runs an event loop of its own that a blocking call must not re-enter.
+The daemon never comes here: it awaits the asynchronous facade (:mod:`agent.devices.microscope`) on its own
+loop. Calling a blocking SDK method directly from a running event loop is refused with a clear error instead of
+silently freezing that loop.
 
 Stopping cancels the calls still in progress before the loop stops: a caller thread blocked in :meth:`run`
 must get an error, not wait forever on a loop that no longer runs (which would also hang interpreter shutdown,
@@ -69,7 +70,8 @@ class LoopThread:
         else:
             coro.close()
             raise RuntimeError(
-                "blocking Semphony SDK call from a running event loop; use `await asyncio.to_thread(...)`"
+                "blocking Semphony SDK call from a running event loop: await the device facade "
+                "(agent.devices.microscope), or use `await asyncio.to_thread(...)`"
             )
         # Scheduling under the lock: a concurrent stop() then sees (and cancels) this call's task.
         with self._lock:

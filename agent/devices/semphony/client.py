@@ -13,9 +13,10 @@ from agent.devices.backend import DeviceBackend
 from agent.devices.errors import SemphonyApiError
 from agent.devices.guardrails import ImagingGuardrails
 from agent.devices.http_backend import SemphonyHttpBackend
+from agent.devices.microscope import write_atomically
 from agent.devices.semphony._bridge import BridgeClosedError, LoopThread
-from agent.devices.simulator.config import SimulatorConfig
 from agent.devices.simulator_backend import SimulatorBackend
+from agent.devices.simulator_config import SimulatorConfig
 
 __all__ = ["Run", "SemphonyClient", "Session", "run"]
 
@@ -27,8 +28,9 @@ class SemphonyClient:
 
     ``SemphonyClient(base_url, api_key)`` talks HTTP (Bearer token). :meth:`simulated` builds one over the
     in-process SEM simulator and :meth:`from_backend` over any :class:`DeviceBackend`. Methods are synchronous
-    and thread-safe; from async code call them through ``asyncio.to_thread``. Close with :meth:`close` or use
-    the client as a context manager.
+    and thread-safe, for scripts and notebooks; async code (the daemon) drives the backend through the
+    asynchronous facade (:mod:`agent.devices.microscope`) instead. Close with :meth:`close` or use the client as
+    a context manager.
     """
 
     base_url: str
@@ -98,14 +100,7 @@ class SemphonyClient:
         if target_path is None:
             return blob
         path = Path(target_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        try:
-            partial.write_bytes(blob)
-            partial.replace(path)
-        except OSError as exc:
-            partial.unlink(missing_ok=True)
-            raise SemphonyApiError(f"cannot write {path}: {exc}") from exc
+        write_atomically(path, blob)
         return str(path)
 
     def close(self) -> None:

@@ -1,31 +1,35 @@
 """Device classes of the Semphony SDK: ``ImagingDevice`` (with ``.imaging``, ``.stage``, ``.chamber``) and
 ``DeformationDevice``.
 
-Every capability call goes through :meth:`_AttachedDevice._invoke`, which checks the session's guardrails on
-the client side first (querying ``GetMetrics`` only when a rule depends on the device state) and then invokes
-the capability through the client's backend, where the control server checks them again.
+They are synchronous wrappers over the asynchronous facade (:mod:`agent.devices.microscope`): each method runs
+the facade's coroutine on the client's private loop (:meth:`SemphonyClient.call`), so the guardrail checks and
+the capability calls exist once, shared with the daemon. Autofocus and ROI navigation are added by the
+top-level ``semphony`` package, which sits above ``agent.autofocus`` and ``agent.roi``.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine, Mapping
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.devices.capabilities import Capability
-from agent.devices.errors import SemphonyApiError, SemphonyUnsupportedError
-from agent.devices.guardrails import DeviceState, check_capability, needs_state
+from agent.devices.errors import SemphonyApiError
+from agent.devices.identity import InstrumentKey
+from agent.devices.microscope import (
+    SCAN_ROTATION,
+    AsyncDeformationDevice,
+    AsyncDevice,
+    AsyncGeometricTransformations,
+    AsyncTable,
+    DeviceSession,
+    Microscope,
+    wrap_deg,
+)
 from agent.devices.models import AcquisitionConfig, AcquisitionResult
 from agent.devices.semphony.client import SemphonyClient, Session
-
-if TYPE_CHECKING:
-    from agent.autofocus.models import AutofocusConfig, AutofocusResult
-    from agent.roi import FindRoiResult, RoiSpec, SavedRoi
 
 __all__ = [
     "Centerings",
@@ -37,7 +41,7 @@ __all__ = [
     "ImagingStageInterface",
 ]
 
-_log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 class _AttachedDevice:
@@ -48,14 +52,29 @@ class _AttachedDevice:
     def __init__(
         self, client: SemphonyClient, *, device_slug: str | None = None, device_id: int | None = None
     ) -> None:
-        if device_slug is None and device_id is None:
-            raise ValueError("give device_slug or device_id")
         self.client = client
-        self.device_slug = device_slug
-        self.device_id = device_id
+        self._aio = self._async_device(client, device_slug, device_id)
         self._session: Session | None = None
-        #: SDK features the attached device declined (``autofocus``, ``find_roi``), with the reason.
-        self.unsupported: dict[str, str] = {}
+
+    def _async_device(
+        self, client: SemphonyClient, device_slug: str | None, device_id: int | None
+    ) -> AsyncDevice:
+        return AsyncDevice(client.backend, device_slug=device_slug, device_id=device_id)
+
+    @property
+    def device_slug(self) -> str | None:
+        """The device's slug (set by the server on attachment)."""
+        return self._aio.device_slug
+
+    @property
+    def device_id(self) -> int | None:
+        """The device's id (set by the server on attachment)."""
+        return self._aio.device_id
+
+    @property
+    def unsupported(self) -> dict[str, str]:
+        """SDK features the attached device declined (``autofocus``, ``find_roi``), with the reason."""
+        return self._aio.unsupported
 
     @property
     def session(self) -> Session:
@@ -67,41 +86,29 @@ class _AttachedDevice:
     def attach(self, session: Session, force_close: bool = False) -> None:
         """Attach to ``session`` (started if needed); ``force_close`` takes it from another session."""
         session.start()
-        data = self.client.call(
-            self.client.backend.attach(
-                session.run.id,
-                session.id,
-                device_slug=self.device_slug,
-                device_id=self.device_id,
-                kind=self._kind,
-                force_close=force_close,
-            )
-        )
-        self.device_id = int(data["device_id"])
-        self.device_slug = str(data["device_slug"])
-        unsupported = data.get("unsupported") or {}
-        self.unsupported = {str(k): str(v) for k, v in dict(unsupported).items()}
+        target = DeviceSession(self.client.backend, session.run.id, session.id, session.guardrails)
+        self.client.call(self._aio.attach(target, force_close=force_close))
         self._session = session
+
+    def _call(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        """Run a facade coroutine on the client's loop, once the session is known to be open."""
+        try:
+            self.session  # noqa: B018 - raises when the session was closed through the SDK
+        except SemphonyApiError:
+            coro.close()
+            raise
+        return self.client.call(coro)
+
+    def instrument_key(self) -> InstrumentKey:
+        """The backend kind and the instrument's identity (from its metrics): what autofocus verdicts key on."""
+        return self._call(self._aio.instrument_key())
 
     def _decline_if_unsupported(self, feature: str) -> None:
         """Raise :class:`SemphonyUnsupportedError` when the device declared ``feature`` unsupported."""
-        reason = self.unsupported.get(feature)
-        if reason is not None:
-            raise SemphonyUnsupportedError(
-                f"{feature} is not available on {self.device_slug}: {reason}", reason=reason
-            )
+        self._aio.decline_if_unsupported(feature)
 
     def _invoke(self, capability: str, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        session = self.session
-        body = dict(payload or {})
-        guardrails = session.guardrails
-        if guardrails is not None:
-            state = None
-            if needs_state(guardrails, capability, body):
-                metrics = self.client.invoke_capability(session.run.id, session.id, Capability.GET_METRICS)
-                state = DeviceState.from_metrics(metrics)
-            check_capability(guardrails, capability, body, state)
-        return self.client.invoke_capability(session.run.id, session.id, capability, body)
+        return self._call(self._aio.invoke(capability, payload))
 
     def invoke(self, capability_id: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         """Invoke any capability of the device (guardrails apply)."""
@@ -111,32 +118,20 @@ class _AttachedDevice:
 class _SharkTable:
     """SharkSEM-style table (geometries or centerings) addressed by fuzzy name or index."""
 
-    _prefix = "Geometry"
-
-    def __init__(self, device: ImagingDevice) -> None:
+    def __init__(self, device: _AttachedDevice, table: AsyncTable) -> None:
         self._device = device
-
-    def _ref(self, name_or_index: str | int | None, index: int | None, name: str | None) -> dict[str, Any]:
-        given = [v for v in (name_or_index, index, name) if v is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of name_or_index, index= and name=")
-        if index is not None:
-            return {"index": index}
-        if name is not None:
-            return {"name": name}
-        if isinstance(name_or_index, int) and not isinstance(name_or_index, bool):
-            return {"index": name_or_index}
-        return {"name": str(name_or_index)}
+        self._table = table
 
     def list(self) -> dict[str, Any]:
         """All entries: ``{index: {name, count, unit, limits}}``."""
-        return self._device._invoke(f"{self._prefix}List")
+        return self._device._call(self._table.list())
 
     def get(
         self, name_or_index: str | int | None = None, *, index: int | None = None, name: str | None = None
     ) -> dict[str, Any]:
         """Current value(s) of one entry, by fuzzy case-insensitive name or index."""
-        return self._device._invoke(f"{self._prefix}Get", self._ref(name_or_index, index, name))
+        AsyncTable.ref(name_or_index, index, name)  # argument errors before any coroutine exists
+        return self._device._call(self._table.get(name_or_index, index=index, name=name))
 
     def set(
         self,
@@ -148,26 +143,24 @@ class _SharkTable:
         y: float | None = None,
     ) -> dict[str, Any]:
         """Set one entry: ``x`` and, for two-valued entries, ``y``."""
-        body = {**self._ref(name_or_index, index, name), "x": x}
-        if y is not None:
-            body["y"] = y
-        return self._device._invoke(f"{self._prefix}Set", body)
+        AsyncTable.ref(name_or_index, index, name)
+        return self._device._call(self._table.set(name_or_index, index=index, name=name, x=x, y=y))
 
 
 class GeometricTransformations(_SharkTable):
     """``.imaging.geometric_transformations``: image shift, tilt correction, scan rotation, dynamic focus."""
 
-    _prefix = "Geometry"
+    def __init__(self, device: _AttachedDevice, table: AsyncGeometricTransformations) -> None:
+        super().__init__(device, table)
+        self._geometries = table
 
     def reset(self) -> dict[str, Any]:
         """Reset every geometry to zero: ``{"reset": [indices]}``."""
-        return self._device._invoke(Capability.GEOMETRY_RESET)
+        return self._device._call(self._geometries.reset())
 
 
 class Centerings(_SharkTable):
     """``.imaging.centerings``: beam shift, gun shift/tilt, aperture alignment."""
-
-    _prefix = "Centering"
 
 
 class _FocusOpsAdapter:
@@ -219,31 +212,22 @@ class _RoiOpsAdapter(_FocusOpsAdapter):
     def set_view_field(self, fov_um: float) -> dict[str, Any]:
         return self._imaging.set_view_field(fov_um)
 
-    # Image rotation in the stage frame (agent.roi.ops): the scan rotation minus the stage rotation, since
-    # turning the stage by r turns the specimen, hence the image, by -r (how the simulator forms images).
+    # The same convention as the facade's RoiOpsAdapter (see agent.devices.microscope).
     def get_image_rotation_rad(self) -> float:
-        scan_deg = float(self._imaging.geometric_transformations.get(_SCAN_ROTATION)["x"])
+        scan_deg = float(self._imaging.geometric_transformations.get(SCAN_ROTATION)["x"])
         stage_r_deg = float(self._stage.get_pos().get("r", 0.0))
-        return math.radians(_wrap_deg(scan_deg - stage_r_deg))
+        return math.radians(wrap_deg(scan_deg - stage_r_deg))
 
     def set_image_rotation_rad(self, angle_rad: float) -> dict[str, Any]:
         if not math.isfinite(angle_rad):
             raise ValueError(f"image rotation must be finite, got {angle_rad}")
         stage_r_deg = float(self._stage.get_pos().get("r", 0.0))
-        # Wrapped into ±180° so the value stays well inside the geometry's ±360° limits.
-        scan_deg = _wrap_deg(math.degrees(angle_rad) + stage_r_deg)
-        return self._imaging.geometric_transformations.set(_SCAN_ROTATION, x=scan_deg)
-
-
-_SCAN_ROTATION = "Scan Rotation"
-
-
-def _wrap_deg(angle_deg: float) -> float:
-    return (angle_deg + 180.0) % 360.0 - 180.0
+        scan_deg = wrap_deg(math.degrees(angle_rad) + stage_r_deg)
+        return self._imaging.geometric_transformations.set(SCAN_ROTATION, x=scan_deg)
 
 
 class ImagingInterface:
-    """``device.imaging``: acquisition, focus, field of view, beam, metrics, ROI, autofocus, prompts."""
+    """``device.imaging``: acquisition, focus, field of view, beam, metrics, prompts."""
 
     #: Retries of an acquisition answered 504 (device timeout), and the pause before each retry.
     acquire_retries = 2
@@ -251,150 +235,52 @@ class ImagingInterface:
 
     def __init__(self, device: ImagingDevice) -> None:
         self._device = device
-        self.geometric_transformations = GeometricTransformations(device)
-        self.centerings = Centerings(device)
+        self._aio = device._scope.imaging
+        self.geometric_transformations = GeometricTransformations(device, self._aio.geometric_transformations)
+        self.centerings = Centerings(device, self._aio.centerings)
 
     def acquire(
         self, config: AcquisitionConfig, *, download: bool = False, target_path: str | None = None
     ) -> AcquisitionResult:
         """Acquire one frame; retries up to twice on 504. ``download``/``target_path`` fetch the artifact."""
-        payload = config.model_dump(mode="json")
-        attempt = 0
-        while True:
-            try:
-                data = self._device._invoke(Capability.ACQUIRE, payload)
-                break
-            except SemphonyApiError as exc:
-                if exc.status_code != 504 or attempt >= self.acquire_retries:
-                    raise
-                attempt += 1
-                _log.warning("acquire timed out (504); retry %d of %d", attempt, self.acquire_retries)
-                time.sleep(self.acquire_retry_delay_s * attempt)
-        try:
-            result = AcquisitionResult.model_validate(data)
-        except ValueError as exc:
-            raise SemphonyApiError(f"malformed acquisition result: {exc}") from exc
-        if (download or target_path) and result.image_id is not None:
-            client = self._device.client
-            if target_path is not None:
-                saved = client.download_image(result.image_id, target_path=target_path)
-                result.image_path = str(saved)
-                if download:
-                    with open(saved, "rb") as fh:
-                        result.image_bytes = fh.read()
-            else:
-                blob = client.download_image(result.image_id)
-                result.image_bytes = blob if isinstance(blob, bytes) else None
-        return result
+        # The retry knobs are set on this interface (as in the reference); the facade does the retrying.
+        self._aio.acquire_retries = self.acquire_retries
+        self._aio.acquire_retry_delay_s = self.acquire_retry_delay_s
+        return self._device._call(self._aio.acquire(config, download=download, target_path=target_path))
 
     def get_focus_params(self) -> dict[str, Any]:
         """``{wd_mm, stigm_x, stigm_y}``."""
-        return self._device._invoke(Capability.GET_FOCUS_PARAMS)
+        return self._device._call(self._aio.get_focus_params())
 
     def set_focus_params(
         self, wd_mm: float | None = None, stigm_x: float | None = None, stigm_y: float | None = None
     ) -> dict[str, Any]:
         """Set working distance (mm) and/or stigmators; only non-None values are sent."""
-        values = {"wd_mm": wd_mm, "stigm_x": stigm_x, "stigm_y": stigm_y}
-        return self._device._invoke(
-            Capability.SET_FOCUS_PARAMS, {k: v for k, v in values.items() if v is not None}
-        )
+        return self._device._call(self._aio.set_focus_params(wd_mm=wd_mm, stigm_x=stigm_x, stigm_y=stigm_y))
 
     def set_view_field(self, fov_um: float) -> dict[str, Any]:
         """Set the field of view in µm without acquiring."""
-        return self._device._invoke(Capability.SET_VIEW_FIELD, {"fov_um": fov_um})
+        return self._device._call(self._aio.set_view_field(fov_um))
 
     def set_beam(self, enabled: bool) -> dict[str, Any]:
         """Beam on or off (guardrails: vacuum required for on)."""
-        return self._device._invoke(Capability.SET_BEAM, {"enabled": bool(enabled)})
+        return self._device._call(self._aio.set_beam(enabled))
 
     def get_metrics(self) -> dict[str, Any]:
         """Device metrics snapshot (beam, vacuum, optics, stage, counters)."""
-        return self._device._invoke(Capability.GET_METRICS)
+        return self._device._call(self._aio.get_metrics())
 
     def await_human(self, message: str) -> dict[str, Any]:
         """Pause until an operator clicks Continue for ``message``."""
-        return self._device._invoke(Capability.AWAIT_HUMAN, {"message": message})
+        return self._device._call(self._aio.await_human(message))
 
-    def autofocus(self, config: AutofocusConfig) -> AutofocusResult:
-        """Iterative autofocus and auto-stigmation (``agent.autofocus``; needs the ``autofocus`` extra)."""
-        self._device._decline_if_unsupported("autofocus")
-        try:
-            from agent.autofocus import run_autofocus
-        except ImportError as exc:
-            raise SemphonyApiError(
-                f"autofocus is not available (install em-agent[autofocus]): {exc}"
-            ) from exc
-        return run_autofocus(_FocusOpsAdapter(self), config)
+    def focus_ops(self) -> _FocusOpsAdapter:
+        """This interface as the :class:`~agent.autofocus.ops.FocusOps` an autofocus drives.
 
-    def save_roi(
-        self,
-        name: str,
-        spec: RoiSpec,
-        *,
-        config: AcquisitionConfig | None = None,
-        target_dir: str | None = None,
-        inter_level_delay_s: float = 1.0,
-    ) -> SavedRoi:
-        """Capture a pyramidal ROI at the current stage position (``agent.roi``; needs the ``roi`` extra)."""
-        try:
-            from agent.roi import save_roi
-        except ImportError as exc:
-            raise SemphonyApiError(f"ROI capture is not available (install em-agent[roi]): {exc}") from exc
-        return save_roi(
-            _RoiOpsAdapter(self._device),
-            name,
-            spec,
-            config=config,
-            target_dir=target_dir,
-            inter_level_delay_s=inter_level_delay_s,
-        )
-
-    def find_roi(
-        self,
-        roi_path: str,
-        *,
-        stage_mode: str = "same_session",
-        initial_pose: dict[str, float] | None = None,
-        start_level: str | None = None,
-        base_config: AcquisitionConfig | None = None,
-        max_initial_fov_um: float | None = None,
-        max_zoom_out_retries: int = 0,
-        max_iters: int = 8,
-        max_iters_per_level: int = 4,
-        px_tol: float = 15.0,
-        rot_tol_rad: float = 0.017,
-        scale_tol: float = 0.02,
-        gain_xy: float = 0.8,
-        gain_rot: float = 0.8,
-        gain_fov: float = 0.8,
-        min_confidence: float = 0.25,
-    ) -> FindRoiResult:
-        """Navigate back to a saved ROI by correlative matching (``agent.roi``; needs the ``roi`` extra)."""
-        self._device._decline_if_unsupported("find_roi")
-        try:
-            from agent.roi import find_roi
-        except ImportError as exc:
-            raise SemphonyApiError(f"ROI relocation is not available (install em-agent[roi]): {exc}") from exc
-        return find_roi(
-            _RoiOpsAdapter(self._device),
-            roi_path,
-            stage_mode=stage_mode,
-            initial_pose=initial_pose,
-            start_level=start_level,
-            base_config=base_config,
-            max_initial_fov_um=max_initial_fov_um,
-            max_zoom_out_retries=max_zoom_out_retries,
-            max_iters=max_iters,
-            max_iters_per_level=max_iters_per_level,
-            px_tol=px_tol,
-            rot_tol_rad=rot_tol_rad,
-            scale_tol=scale_tol,
-            gain_xy=gain_xy,
-            gain_rot=gain_rot,
-            gain_fov=gain_fov,
-            min_confidence=min_confidence,
-        )
+        ``em-agent autofocus validate`` measures through it directly, so that it also reports on a device that
+        declines ``autofocus`` (which then fails there, as it should).
+        """
+        return _FocusOpsAdapter(self)
 
 
 class ImagingChamber:
@@ -405,11 +291,11 @@ class ImagingChamber:
 
     def vent(self) -> dict[str, Any]:
         """Vent the chamber (guardrails: beam must be off)."""
-        return self._device._invoke(Capability.VENT)
+        return self._device._call(self._device._scope.chamber.vent())
 
     def pump(self) -> dict[str, Any]:
         """Pump the chamber; returns when pumped."""
-        return self._device._invoke(Capability.PUMP)
+        return self._device._call(self._device._scope.chamber.pump())
 
 
 class ImagingStageInterface:
@@ -417,23 +303,19 @@ class ImagingStageInterface:
 
     def __init__(self, device: ImagingDevice) -> None:
         self._device = device
+        self._aio = device._scope.stage
 
     def get_pos(self) -> dict[str, Any]:
         """Live stage position ``{x, y, z, r, t}``."""
-        return self._device._invoke(Capability.STAGE_GET_POSITION)
+        return self._device._call(self._aio.get_pos())
 
     def get_latest_pos(self) -> dict[str, Any]:
         """Last position the server stored (fast; SemphonyApiError with status 409 when stale)."""
-        return self._device._invoke(Capability.STAGE_GET_LATEST_POSITION)
+        return self._device._call(self._aio.get_latest_pos())
 
     def move_to(self, x: float, y: float, z: float | None = None, r: float | None = None) -> dict[str, Any]:
         """Absolute move (mm, degrees); guardrails: soft limits."""
-        body: dict[str, Any] = {"x": x, "y": y}
-        if z is not None:
-            body["z"] = z
-        if r is not None:
-            body["r"] = r
-        return self._device._invoke(Capability.STAGE_MOVE_TO, body)
+        return self._device._call(self._aio.move_to(x, y, z, r))
 
     def move_delta(
         self,
@@ -444,25 +326,35 @@ class ImagingStageInterface:
         dt: float | None = None,
     ) -> dict[str, Any]:
         """Relative move (mm, degrees); guardrails: fraction of the FOV and soft limits."""
-        body: dict[str, Any] = {"dx": dx, "dy": dy}
-        for key, value in (("dz", dz), ("dr", dr), ("dt", dt)):
-            if value is not None:
-                body[key] = value
-        return self._device._invoke(Capability.STAGE_MOVE_DELTA, body)
+        return self._device._call(self._aio.move_delta(dx, dy, dz, dr, dt))
 
 
 class ImagingDevice(_AttachedDevice):
     """An imaging device (SEM): ``.imaging``, ``.stage``, ``.chamber``."""
 
     _kind = "imaging"
+    #: The interface class behind ``.imaging`` (the top-level ``semphony`` package extends it).
+    _imaging_class: type[ImagingInterface] = ImagingInterface
 
     def __init__(
         self, client: SemphonyClient, *, device_slug: str | None = None, device_id: int | None = None
     ) -> None:
         super().__init__(client, device_slug=device_slug, device_id=device_id)
-        self.imaging = ImagingInterface(self)
+        self.imaging = self._imaging_class(self)
         self.stage = ImagingStageInterface(self)
         self.chamber = ImagingChamber(self)
+
+    def _async_device(
+        self, client: SemphonyClient, device_slug: str | None, device_id: int | None
+    ) -> AsyncDevice:
+        return Microscope(client.backend, device_slug=device_slug, device_id=device_id)
+
+    @property
+    def _scope(self) -> Microscope:
+        """The asynchronous device this one wraps."""
+        scope = self._aio
+        assert isinstance(scope, Microscope)
+        return scope
 
     def acquire(
         self, config: AcquisitionConfig, *, download: bool = False, target_path: str | None = None
@@ -476,11 +368,19 @@ class DeformationDevice(_AttachedDevice):
 
     _kind = "deformation"
 
+    def _async_device(
+        self, client: SemphonyClient, device_slug: str | None, device_id: int | None
+    ) -> AsyncDevice:
+        return AsyncDeformationDevice(client.backend, device_slug=device_slug, device_id=device_id)
+
     def status(self) -> dict[str, Any]:
         """Displacement (µm), load (N), motion state."""
-        return self._invoke(Capability.DEFORMATION_STATUS)
+        scope = self._aio
+        assert isinstance(scope, AsyncDeformationDevice)
+        return self._call(scope.status())
 
     def move(self, *, displacement_um: float | None = None, delta_um: float | None = None) -> dict[str, Any]:
         """Move the crosshead to an absolute displacement or by a delta, µm."""
-        body = {"displacement_um": displacement_um, "delta_um": delta_um}
-        return self._invoke(Capability.DEFORMATION_MOVE, {k: v for k, v in body.items() if v is not None})
+        scope = self._aio
+        assert isinstance(scope, AsyncDeformationDevice)
+        return self._call(scope.move(displacement_um=displacement_um, delta_um=delta_um))

@@ -36,11 +36,12 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.devices.errors import SemphonyApiError
+from agent.devices.identity import simulator_instrument_info as instrument_info
 from agent.devices.naming import resolve_entry
 from agent.devices.simulator import optics
 from agent.devices.simulator.config import SimulatorConfig
 
-__all__ = ["ActionRecord", "Frame", "GeometryEntry", "SemSimulator", "StagePosition"]
+__all__ = ["ActionRecord", "Frame", "GeometryEntry", "SemSimulator", "StagePosition", "instrument_info"]
 
 _DISPLAY_WIDTH_M = 0.127  # magnification convention: 127 mm (Polaroid) display width / field of view
 
@@ -134,7 +135,11 @@ class SemSimulator:
         cfg = self.config
         seeds = np.random.default_rng([cfg.seed, 0x5E4])
         self.specimen = optics.Specimen(cfg.seed)
-        self._optics = dataclasses.replace(optics.DEFAULT_OPTICS, beam_current_a=cfg.beam_current_pa * 1e-12)
+        self._optics = dataclasses.replace(
+            optics.DEFAULT_OPTICS,
+            beam_current_a=cfg.beam_current_pa * 1e-12,
+            astig_rotation_rad=math.radians(cfg.stig_rotation_deg),
+        )
         # Hidden truths the client must discover (autofocus) or correct (ROI relocation).
         self._focus_offset_mm = float(seeds.uniform(-1.0, 1.0)) * cfg.focus_offset_um * 1e-3
         slope_angle = float(seeds.uniform(0.0, 2.0 * math.pi))
@@ -284,6 +289,7 @@ class SemSimulator:
                 "scan_rotation_deg": self.geometries[2].values[0],
             },
             "stage": {**self._commanded.as_dict(), "moving": self.stage_moving},
+            "instrument": instrument_info(self.config.stig_rotation_deg),
             "counters": dict(self.counters),
             "frames": self._frames,
             "uptime_s": self.elapsed_s(),

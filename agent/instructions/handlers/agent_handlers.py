@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from agent.instructions.config import RuntimeConfig
 from agent.instructions.context import Call
-from agent.instructions.errors import InstructionDeclined
+from agent.instructions.errors import InstructionDeclined, InstructionFailed
 from agent.instructions.models import JsonDict, Lane
 from agent.instructions.registry import HandlerRegistry
 
@@ -111,13 +111,25 @@ def register(registry: HandlerRegistry) -> None:
     async def config_update(payload: ConfigUpdatePayload, call: Call) -> JsonDict:
         runtime: RuntimeConfig = call.context.runtime
         try:
-            changed = runtime.update(payload.changes())
+            update = await runtime.update(payload.changes())
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
             )
             raise InstructionDeclined(f"invalid setting: {problems}", allowed_keys=_allowed_keys()) from exc
-        return {"changed": changed, "settings": runtime.settings.model_dump()}
+        result: JsonDict = {
+            "changed": update.changed,
+            "not_applied": update.not_applied,
+            "settings": runtime.settings.model_dump(),
+        }
+        if update.not_applied:
+            # A key that did not take effect is never acknowledged as done: declined when nothing changed,
+            # failed when the agent now runs with part of what was asked.
+            why = "; ".join(f"{key}: {reason}" for key, reason in update.not_applied.items())
+            if update.changed:
+                raise InstructionFailed(f"not applied: {why}", **result)
+            raise InstructionDeclined(f"not applied: {why}", **result)
+        return result
 
     def _info(name: str, method: str, summary: str) -> None:
         @registry.add(f"agent.info.{name}", EmptyPayload, Lane.QUERY, summary)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
-from agent.devices.semphony import ImagingDevice
+from agent.devices.microscope import Microscope
 from agent.instructions.context import Call
 from agent.instructions.errors import InstructionDeclined
 
@@ -16,8 +16,8 @@ T = TypeVar("T")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-async def on_device(call: Call, fn: Callable[[ImagingDevice], T]) -> T:
-    """Run ``fn(device)`` on the device thread; declined when the agent has no device configured."""
+async def on_device(call: Call, fn: Callable[[Microscope], Awaitable[T]]) -> T:
+    """Await ``fn(device)`` in the device lane; declined when the agent has no device configured."""
     handle = call.context.device
     if handle is None:
         raise InstructionDeclined(

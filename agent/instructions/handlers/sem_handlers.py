@@ -3,15 +3,22 @@
 Units are the Semphony SDK's: stage x, y, z and working distance in mm; rotation r and tilt t in degrees;
 field of view in µm; dwell in µs. Guardrails run in the device layer before anything moves; a violation is
 declined by the executor with the guardrail type and details.
+
+``sem.autofocus`` and ``sem.find_roi`` return a result even when they did not reach their goal; such a run is
+acknowledged ``failed`` with that result, because ``processed`` must mean the microscope is where it was asked
+to be (in focus, on the ROI).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agent.autofocus.models import AutofocusConfig
+from agent.autofocus.loop import run_autofocus_async
+from agent.autofocus.models import AutofocusConfig, AutofocusResult
+from agent.devices.microscope import AsyncCenterings, AsyncGeometricTransformations, Microscope
 from agent.devices.models import (
     AcquisitionConfig,
     AwaitHumanPayload,
@@ -23,13 +30,13 @@ from agent.devices.models import (
     MoveToPayload,
     ViewFieldPayload,
 )
-from agent.devices.semphony import ImagingDevice
 from agent.instructions.context import Call
-from agent.instructions.errors import InstructionDeclined
+from agent.instructions.errors import InstructionDeclined, InstructionFailed
 from agent.instructions.handlers.common import confined, on_device, safe_name
 from agent.instructions.models import JsonDict, Lane
 from agent.instructions.registry import HandlerRegistry
-from agent.roi.models import RoiSpec
+from agent.roi.models import FindRoiResult, RoiSpec, SavedRoi
+from agent.roi.relocate import find_roi_async, save_roi_async
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -106,18 +113,35 @@ def _dump(value: Any) -> JsonDict:
     return {"value": value}
 
 
-def _reset_centerings(dev: ImagingDevice) -> JsonDict:
-    # Centerings have no reset capability: set each entry (both axes where it has two) back to zero.
-    table = dev.imaging.centerings
-    listing = table.list()
-    entries = listing.get("entries", listing)
-    reset: list[int] = []
-    for key, entry in entries.items():
-        index = int(key)
-        count = int(entry.get("count", 1)) if isinstance(entry, dict) else 1
-        table.set(index=index, x=0.0, y=0.0 if count > 1 else None)
-        reset.append(index)
-    return {"reset": sorted(reset)}
+async def _autofocus(d: Microscope, config: AutofocusConfig, state_dir: Path) -> AutofocusResult:
+    d.decline_if_unsupported("autofocus")
+    # Reading the identity costs a metrics call, so only when the policy needs it.
+    instrument = await d.instrument_key() if config.method == "auto" else None
+    return await run_autofocus_async(d.focus_ops(), config, instrument=instrument, state_dir=state_dir)
+
+
+async def _save_roi(d: Microscope, p: SaveRoiPayload, target: Path) -> SavedRoi:
+    return await save_roi_async(
+        d.roi_ops(),
+        p.name,
+        p.spec,
+        config=p.config,
+        target_dir=str(target),
+        inter_level_delay_s=p.inter_level_delay_s,
+    )
+
+
+async def _find_roi(d: Microscope, p: FindRoiPayload, path: Path) -> FindRoiResult:
+    d.decline_if_unsupported("find_roi")
+    return await find_roi_async(
+        d.roi_ops(),
+        str(path),
+        stage_mode=p.stage_mode,
+        max_iters=p.max_iters,
+        px_tol=p.px_tol,
+        max_iters_per_level=p.max_iters_per_level,
+        min_confidence=p.min_confidence,
+    )
 
 
 def register(registry: HandlerRegistry) -> None:
@@ -200,23 +224,19 @@ def register(registry: HandlerRegistry) -> None:
 
     @registry.add("sem.autofocus", AutofocusConfig, dev_lane, "Iterative autofocus + auto-stigmation.")
     async def autofocus(p: AutofocusConfig, call: Call) -> JsonDict:
-        return _dump(await on_device(call, lambda d: d.imaging.autofocus(p)))
+        # The state folder holds the validation verdicts that decide what method 'auto' runs.
+        result = await on_device(call, lambda d: _autofocus(d, p, call.context.state_dir))
+        if not result.converged:
+            # The column is not in focus: acting on it as if it were would waste the next acquisitions.
+            raise InstructionFailed(f"autofocus did not converge: {result.message}", **_dump(result))
+        return _dump(result)
 
     @registry.add(
         "sem.save_roi", SaveRoiPayload, dev_lane, "Save a pyramidal ROI under <state_dir>/rois/<name>."
     )
     async def save_roi(p: SaveRoiPayload, call: Call) -> JsonDict:
         target = confined(call.context.rois_dir, p.name)
-        saved = await on_device(
-            call,
-            lambda d: d.imaging.save_roi(
-                p.name,
-                p.spec,
-                config=p.config,
-                target_dir=str(target),
-                inter_level_delay_s=p.inter_level_delay_s,
-            ),
-        )
+        saved = await on_device(call, lambda d: _save_roi(d, p, target))
         return {"path": str(target), **_dump(saved)}
 
     @registry.add("sem.find_roi", FindRoiPayload, dev_lane, "Navigate back to a saved ROI (by name).")
@@ -224,17 +244,10 @@ def register(registry: HandlerRegistry) -> None:
         path = confined(call.context.rois_dir, p.name)
         if not path.exists():
             raise InstructionDeclined(f"no saved ROI named {p.name!r}", rois_dir=str(call.context.rois_dir))
-        found = await on_device(
-            call,
-            lambda d: d.imaging.find_roi(
-                str(path),
-                stage_mode=p.stage_mode,
-                max_iters=p.max_iters,
-                px_tol=p.px_tol,
-                max_iters_per_level=p.max_iters_per_level,
-                min_confidence=p.min_confidence,
-            ),
-        )
+        found = await on_device(call, lambda d: _find_roi(d, p, path))
+        if not found.success:
+            # The stage is somewhere near the ROI at best: whatever runs next must not assume it is on it.
+            raise InstructionFailed(f"ROI {p.name!r} was not relocated: {found.message}", **_dump(found))
         return _dump(found)
 
     @registry.add("sem.await_human", AwaitHumanPayload, dev_lane, "Show a message; wait for the operator.")
@@ -243,7 +256,7 @@ def register(registry: HandlerRegistry) -> None:
 
 
 def _register_table(registry: HandlerRegistry, family: str, label: str) -> None:
-    def table(d: ImagingDevice) -> Any:
+    def table(d: Microscope) -> AsyncGeometricTransformations | AsyncCenterings:
         imaging = d.imaging
         return imaging.geometric_transformations if family == "geometry" else imaging.centerings
 
@@ -270,7 +283,6 @@ def _register_table(registry: HandlerRegistry, family: str, label: str) -> None:
 
     @registry.add(f"sem.{family}.reset", NoPayload, Lane.DEVICE, f"Reset all {label} to zero.")
     async def reset(_: NoPayload, call: Call) -> JsonDict:
-        if family == "geometry":
-            result: JsonDict = await on_device(call, lambda d: d.imaging.geometric_transformations.reset())
-            return result
-        return await on_device(call, _reset_centerings)
+        # Centerings have no reset capability: the facade sets each entry back to zero.
+        result: JsonDict = await on_device(call, lambda d: table(d).reset())
+        return result

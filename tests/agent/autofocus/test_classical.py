@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.autofocus import AutofocusConfig, OpticalBench, parabola_vertex, run_autofocus, sharpness
+from agent.autofocus import AutofocusConfig, parabola_vertex, run_autofocus, sharpness
+from agent.autofocus.bench import OpticalBench
 
 
 def test_parabola_vertex_finds_the_peak() -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -15,11 +16,13 @@ from agent.autofocus import (
     AutofocusConfig,
     AutofocusError,
     Correction,
-    OpticalBench,
     clip_correction,
     run_autofocus,
 )
 from agent.autofocus import loop as loop_module
+from agent.autofocus.bench import OpticalBench
+from agent.autofocus.loop import run_autofocus_async
+from agent.autofocus.ops import SyncFocusOps
 
 FAST = {"settle_s": 0.0, "image_size_px": 128, "n_patches": 4}
 
@@ -163,9 +166,34 @@ def test_auto_falls_back_to_classical_without_weights(tmp_path: Path) -> None:
 def test_package_imports_and_runs_without_torch() -> None:
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "from agent.autofocus import AutofocusConfig, OpticalBench, run_autofocus\n"
+        "from agent.autofocus import AutofocusConfig, run_autofocus\n"
+        "from agent.autofocus.bench import OpticalBench\n"
         "r = run_autofocus(OpticalBench(wd_mm=5.0), AutofocusConfig(max_iters=1, settle_s=0, image_size_px=128))\n"
         "print(r.method)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "classical"
+
+
+async def test_a_cancelled_autofocus_restores_the_focus_it_started_from() -> None:
+    """On the daemon's loop a time limit or a stop cancels the loop where it awaits the device; the working
+    distance and stigmators read at the start of that iteration are put back before the cancellation ends it."""
+    bench = OpticalBench(wd_mm=5.03, stig=(0.2, -0.1))
+    started = asyncio.Event()
+
+    class StallingOps(SyncFocusOps):
+        async def acquire_image(self, *, fov_um: float, shape: tuple[int, int], dwell_s: float) -> Any:
+            if bench.images >= 2:
+                started.set()
+                await asyncio.Event().wait()  # the device stops answering mid-iteration
+            return await super().acquire_image(fov_um=fov_um, shape=shape, dwell_s=dwell_s)
+
+    task = asyncio.create_task(
+        run_autofocus_async(StallingOps(bench), AutofocusConfig(method="classical", **FAST))
+    )
+    await asyncio.wait_for(started.wait(), 10)
+    assert bench.wd_mm != 5.03  # the sweep had moved the focus
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (bench.wd_mm, bench.stigm_x, bench.stigm_y) == (5.03, 0.2, -0.1)

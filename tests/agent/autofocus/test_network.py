@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
+from tests.conftest import import_optional
+
+torch = import_optional("torch", "EM_AGENT_REQUIRE_TORCH")
 
 from agent.autofocus.dataset import TrainingSpec  # noqa: E402
 from agent.autofocus.network import (  # noqa: E402

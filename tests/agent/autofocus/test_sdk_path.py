@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+import semphony
 from agent.autofocus import AutofocusConfig
-
-semphony = pytest.importorskip("agent.devices.semphony")
-sim_config = pytest.importorskip("agent.devices.simulator.config")
+from agent.devices.simulator import config as sim_config
+from tests.conftest import import_optional
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def device() -> Iterator[Any]:
 def test_autofocus_through_the_sdk(device: Any, method: str) -> None:
     sem, sim = device
     if method == "learned":
-        pytest.importorskip("torch")
+        import_optional("torch", "EM_AGENT_REQUIRE_TORCH", module_level=False)
     true_wd = sim.true_focus_wd_mm()
     ideal = sim.ideal_stigmator
     sem.imaging.set_focus_params(wd_mm=true_wd + 0.020, stigm_x=ideal[0] + 0.5, stigm_y=ideal[1] - 0.3)

@@ -6,12 +6,12 @@ import pytest
 
 from agent.devices import (
     SemphonyHttpBackend,
-    SimulatorBackend,
     SimulatorConfig,
     create_backend,
     create_client,
 )
 from agent.devices.semphony import ImagingDevice
+from agent.devices.simulator_backend import SimulatorBackend
 from testbed.semphony_server import SemphonyServer
 
 

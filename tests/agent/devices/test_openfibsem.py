@@ -25,12 +25,12 @@ from agent.devices.openfibsem.worker import DeviceWorker
 from agent.devices.semphony import (
     AcquisitionConfig,
     DeformationDevice,
-    ImagingDevice,
     ImagingGuardrails,
     SemphonyClient,
     Session,
 )
 from agent.roi.models import RoiSpec
+from semphony.systems import ImagingDevice  # with autofocus and ROI navigation
 
 pytestmark = pytest.mark.usefixtures("openfibsem_demo")
 

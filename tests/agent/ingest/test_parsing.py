@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
 from agent.ingest.parsing import ParseBatch, ParseJob, parse_batch
@@ -36,3 +38,10 @@ def test_batch_outcomes_follow_the_jobs(tmp_path: Path) -> None:
     assert outcomes[3].skipped
     assert outcomes[3].record is not None
     assert outcomes[3].record.content_hash == digest
+
+
+def test_a_parser_process_does_not_load_the_http_client() -> None:
+    # The entity-kind table holds request-spec builders but imports backend_client only when one is called.
+    code = "import sys, agent.ingest.parsing; print(sorted(m for m in ('backend_client', 'httpx') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -154,3 +154,16 @@ async def test_unprocessable_ack_is_given_up_at_once(db: Database) -> None:
     assert row is not None
     assert row.ack_state == "gave_up"
     assert len(seen) == 1
+
+
+def test_one_already_acknowledged_rule_for_journal_acks_and_the_sse_client() -> None:
+    from agent.instructions import acks
+    from backend_client import acks as client_acks
+    from backend_client.errors import ConflictError, RequestRejectedError, ServerError
+
+    assert acks.is_already_acknowledged is client_acks.is_already_acknowledged
+    repeated = RequestRejectedError("x", status_code=400, detail="cannot be acknowledged (invalid status)")
+    assert client_acks.is_already_acknowledged(repeated)
+    assert client_acks.classify_ack_failure(repeated) == "already"
+    assert client_acks.is_already_acknowledged(ConflictError("already acknowledged", status_code=409))
+    assert not client_acks.is_already_acknowledged(ServerError("x", status_code=500, detail="already"))

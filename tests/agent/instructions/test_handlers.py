@@ -10,15 +10,20 @@ from typing import Any
 import pytest
 
 import agent.instructions as pkg
-from agent.devices.semphony import SemphonyClient
 from agent.devices.simulator.config import SimulatorConfig
-from agent.instructions.config import ExecutorConfig, RuntimeConfig, RuntimeSettings
-from agent.instructions.context import DeviceHandle, HandlerContext
+from agent.devices.simulator_backend import SimulatorBackend
+from agent.instructions.config import (
+    ExecutorConfig,
+    NotApplied,
+    RuntimeConfig,
+    RuntimeSettings,
+    RuntimeUpdate,
+)
+from agent.instructions.context import HandlerContext, microscope_handle
 from agent.instructions.executor import Executor
 from agent.instructions.handlers import default_registry
 from agent.instructions.journal import InstructionJournal
 from agent.instructions.models import AckStatus, JournalEntry, Lane, Outcome
-from agent.instructions.runner import DeviceOptions, open_imaging_device
 from agent.state.database import open_database
 
 REPO = Path(__file__).resolve().parents[3]
@@ -44,19 +49,24 @@ class FakeIngest:
 
 
 @pytest.fixture
-async def executor(tmp_path: Path) -> AsyncIterator[Executor]:
-    client = SemphonyClient.simulated(SimulatorConfig(time_factor=0.0))
-    handle = DeviceHandle(lambda: open_imaging_device(client, DeviceOptions(backend="simulator")))
+def runtime() -> RuntimeConfig:
+    """The executor's runtime settings, with no appliers bound (each test binds what it exercises)."""
+    return RuntimeConfig()
+
+
+@pytest.fixture
+async def executor(tmp_path: Path, runtime: RuntimeConfig) -> AsyncIterator[Executor]:
+    handle = microscope_handle(SimulatorBackend(SimulatorConfig(time_factor=0.0)))
     db = open_database(tmp_path)
     context = HandlerContext(
         state_dir=tmp_path / "state",
+        runtime=runtime,
         device=handle,
         introspection=FakeIngest(),
         journal=InstructionJournal(db),
     )
     yield Executor(ExecutorConfig(), InstructionJournal(db), default_registry(), context)
-    handle.close()
-    client.close()
+    await handle.aclose()
     db.close()
 
 
@@ -95,6 +105,33 @@ def test_every_type_is_documented() -> None:
         assert f"`{spec.instruction_type}`" in (pkg.__doc__ or ""), spec.instruction_type
 
 
+def _documented_status_rules() -> dict[str, str]:
+    """``type -> status rule`` from the last column of the instruction table of docs/instructions.md."""
+    docs = (REPO / "docs" / "instructions.md").read_text(encoding="utf-8")
+    lines = docs.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| type | lane |"))
+    assert lines[header].rstrip(" |").endswith("| status"), "the table's last column is the status rule"
+    rules: dict[str, str] = {}
+    for line in lines[header + 2 :]:
+        if not line.startswith("| `"):
+            break
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for name in cells[0].split(" / "):
+            rules[name.strip("`")] = cells[-1]
+    return rules
+
+
+def test_every_type_has_a_documented_status_rule() -> None:
+    rules = _documented_status_rules()
+    for spec in default_registry():
+        assert rules.get(spec.instruction_type), f"no status rule for {spec.instruction_type}"
+    # The two whose results can report a miss say so: a miss is failed, not processed.
+    for itype in ("sem.autofocus", "sem.find_roi"):
+        assert "`failed`" in rules[itype], itype
+        assert "`processed` only when" in rules[itype], itype
+    assert "not_applied" in rules["agent.config.update"]
+
+
 def test_public_api_is_exported() -> None:
     assert sorted(pkg.__all__) == pkg.__all__
     for name in pkg.__all__:
@@ -114,30 +151,77 @@ async def test_agent_handlers_read_the_ingest_introspection(executor: Executor) 
     assert outcome.result["recent_instruction_failures"] == []
 
 
-async def test_config_update_validates_and_notifies() -> None:
+async def test_config_update_reports_only_what_took_effect() -> None:
     runtime = RuntimeConfig()
-    seen: list[dict[str, Any]] = []
-    unsubscribe = runtime.subscribe(lambda settings, changed: seen.append(changed))
-    assert runtime.update({"log_level": "DEBUG"}) == {"log_level": "DEBUG"}
+    applied: list[tuple[str, Any]] = []
+
+    async def apply_level(value: Any) -> None:
+        applied.append(("log_level", value))
+
+    async def refuse_heartbeat(value: Any) -> None:
+        raise NotApplied("the heartbeat is owned by another process")
+
+    unbind = runtime.bind("log_level", apply_level)
+    runtime.bind("heartbeat_interval_s", refuse_heartbeat)
+    with pytest.raises(ValueError, match="already has an applier"):
+        runtime.bind("log_level", apply_level)
+    update = await runtime.update({"log_level": "DEBUG"})
+    assert update == RuntimeUpdate({"log_level": "DEBUG"}, {})
+    assert applied == [("log_level", "DEBUG")]
+    assert runtime.settings.log_level == "DEBUG"
+    # Unchanged values are neither applied again nor reported.
+    assert await runtime.update({"log_level": "DEBUG"}) == RuntimeUpdate({}, {})
     with pytest.raises(ValueError, match="status_interval_s"):
-        runtime.update({"status_interval_s": 0.01})
+        await runtime.update({"status_interval_s": 0.01})
     assert runtime.settings.status_interval_s == RuntimeSettings().status_interval_s
-    unsubscribe()
-    runtime.update({"log_level": "INFO"})
-    assert seen == [{"log_level": "DEBUG"}]
+    update = await runtime.update({"heartbeat_interval_s": 0, "status_interval_s": 5})
+    assert update.changed == {}
+    assert update.not_applied == {
+        "heartbeat_interval_s": "the heartbeat is owned by another process",
+        "status_interval_s": "nothing in this agent process applies status_interval_s",
+    }
+    # The settings show what is in effect, not what was asked.
+    assert runtime.settings.heartbeat_interval_s == RuntimeSettings().heartbeat_interval_s
+    assert runtime.settings.status_interval_s == RuntimeSettings().status_interval_s
+    unbind()
+    assert (await runtime.update({"log_level": "INFO"})).not_applied == {
+        "log_level": "nothing in this agent process applies log_level"
+    }
     assert RuntimeConfig.allowed_keys() == ["heartbeat_interval_s", "log_level", "status_interval_s"]
 
 
-async def test_config_update_outcomes(executor: Executor) -> None:
+async def test_config_update_outcomes(executor: Executor, runtime: RuntimeConfig) -> None:
+    periods: list[float] = []
+
+    async def apply_status_interval(value: Any) -> None:
+        periods.append(value)
+
+    runtime.bind("status_interval_s", apply_status_interval)
     outcome = await run(executor, "agent.config.update", {"log_interval": 2.5})
     assert outcome.status is AckStatus.PROCESSED
     assert outcome.result is not None
     assert outcome.result["changed"] == {"status_interval_s": 2.5}
+    assert outcome.result["not_applied"] == {}
+    assert periods == [2.5]
     for payload in ({}, {"nope": 1}, {"log_level": "LOUD"}, {"log_interval": 2, "status_interval_s": 3}):
         outcome = await run(executor, "agent.config.update", payload)
         assert outcome.status is AckStatus.DECLINED, payload
     outcome = await run(executor, "agent.config.update", {"nope": 1})
     assert "allowed keys" in (outcome.error_message or "")
+    # Nothing in this executor applies the heartbeat period: never reported as changed.
+    outcome = await run(executor, "agent.config.update", {"heartbeat_interval_s": 0})
+    assert outcome.status is AckStatus.DECLINED
+    assert "heartbeat_interval_s: nothing in this agent process applies" in (outcome.error_message or "")
+    assert outcome.result is not None
+    assert outcome.result["changed"] == {}
+    assert outcome.result["settings"]["heartbeat_interval_s"] == RuntimeSettings().heartbeat_interval_s
+    # Part applied, part not: failed, with both halves in the result.
+    outcome = await run(executor, "agent.config.update", {"log_interval": 7, "heartbeat_interval_s": 0})
+    assert outcome.status is AckStatus.FAILED
+    assert outcome.result is not None
+    assert outcome.result["changed"] == {"status_interval_s": 7.0}
+    assert list(outcome.result["not_applied"]) == ["heartbeat_interval_s"]
+    assert periods == [2.5, 7.0]
 
 
 async def test_device_handlers_on_the_simulator(executor: Executor, tmp_path: Path) -> None:
@@ -168,3 +252,42 @@ async def test_device_handlers_on_the_simulator(executor: Executor, tmp_path: Pa
     outcome = await run(executor, "microscope.control.skip_gridsquares", {"gridsquare_ids": [1]})
     assert outcome.status is AckStatus.DECLINED
     assert "decision service" in (outcome.error_message or "")
+
+
+async def test_autofocus_that_does_not_converge_is_failed_with_its_result(executor: Executor) -> None:
+    sweep = {"method": "classical", "image_size_px": 64, "settle_s": 0}
+    outcome = await run(executor, "sem.autofocus", {**sweep, "max_iters": 1, "sweep_points": 3})
+    assert outcome.status is AckStatus.FAILED, outcome
+    assert "did not converge" in (outcome.error_message or "")
+    assert outcome.result is not None
+    assert outcome.result["converged"] is False
+    assert outcome.result["iterations"] == 1
+    assert len(outcome.result["trace"]) == 1  # the whole result travels with the acknowledgement
+    outcome = await run(executor, "sem.autofocus", {**sweep, "max_iters": 3, "sweep_points": 5})
+    assert outcome.status is AckStatus.PROCESSED, outcome
+    assert outcome.result is not None
+    assert outcome.result["converged"] is True
+
+
+async def test_find_roi_that_does_not_relocate_is_failed_with_its_result(executor: Executor) -> None:
+    spec = {"l0_fov_um": 80.0, "l1_fov_um": 20.0}
+    config = {"width": 128, "height": 128, "dwell_us": 0.5}
+    saved = await run(
+        executor, "sem.save_roi", {"name": "roi-a", "spec": spec, "config": config, "inter_level_delay_s": 0}
+    )
+    assert saved.status is AckStatus.PROCESSED, saved
+    moved = await run(executor, "sem.stage.move_by", {"dx": 0.003, "dy": -0.002})
+    assert moved.status is AckStatus.PROCESSED, moved
+    outcome = await run(executor, "sem.find_roi", {"name": "roi-a", "max_iters": 4})
+    assert outcome.status is AckStatus.PROCESSED, outcome
+    assert outcome.result is not None
+    assert outcome.result["success"] is True
+    moved = await run(executor, "sem.stage.move_by", {"dx": 0.003, "dy": -0.002})
+    assert moved.status is AckStatus.PROCESSED, moved
+    outcome = await run(executor, "sem.find_roi", {"name": "roi-a", "max_iters": 1})
+    assert outcome.status is AckStatus.FAILED, outcome
+    assert "'roi-a' was not relocated" in (outcome.error_message or "")
+    assert outcome.result is not None
+    assert outcome.result["success"] is False
+    assert outcome.result["roi_name"] == "roi-a"
+    assert outcome.result["iterations"] == 1

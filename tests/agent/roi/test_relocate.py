@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.roi import RoiError, RoiImaging, RoiSpec, SavedRoi, StageBench, find_roi, save_roi
+from agent.roi import RoiError, RoiImaging, RoiSpec, SavedRoi, find_roi, save_roi
+from agent.roi.bench import StageBench
 
 IMAGING = RoiImaging(width=192, height=192, dwell_us=1.0)
 SPEC = RoiSpec(l0_fov_um=100, l1_fov_um=25)

@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
+import semphony
+from agent.devices.simulator import config as sim_config
 from agent.roi import RoiSpec, load_roi_from_fs
-
-semphony = pytest.importorskip("agent.devices.semphony")
-sim_config = pytest.importorskip("agent.devices.simulator.config")
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.roi import RoiError, RoiImaging, RoiSpec, StageBench, load_level_image, load_roi_from_fs, save_roi
+from agent.roi import RoiError, RoiImaging, RoiSpec, load_level_image, load_roi_from_fs, save_roi
+from agent.roi.bench import StageBench
 
 SMALL = RoiImaging(width=96, height=64, dwell_us=1.0)
 
@@ -92,7 +93,8 @@ def test_package_imports_without_opencv_and_names_the_extra(tmp_path: Path) -> N
     target = tmp_path / "roi"
     code = (
         "import sys; sys.modules['cv2'] = None\n"
-        "from agent.roi import RoiError, StageBench, find_roi, RoiSpec, save_roi\n"
+        "from agent.roi import RoiError, find_roi, RoiSpec, save_roi\n"
+        "from agent.roi.bench import StageBench\n"
         "try:\n"
         f"    save_roi(StageBench(), 'x', RoiSpec(l0_fov_um=10), target_dir={str(target)!r})\n"
         "except RoiError as exc:\n"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import import_optional
+
 REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.skipif(importlib.util.find_spec("PyInstaller") is None, reason="pyinstaller not installed")
 def test_one_file_build_runs_help(tmp_path: Path) -> None:
+    import_optional("PyInstaller", "EM_AGENT_REQUIRE_PYINSTALLER", module_level=False)
     env = dict(os.environ, PYINSTALLER_CONFIG_DIR=str(tmp_path / "cfg"))
     build = subprocess.run(
         [

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.service.systemd import SystemdNotifier, install_unit, unit_text
+from tests.conftest import skip_or_fail
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -86,8 +87,9 @@ def test_install_writes_unit_and_private_env(tmp_path: Path) -> None:
         )
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
+    if shutil.which("systemd-analyze") is None:
+        skip_or_fail("EM_AGENT_REQUIRE_SYSTEMD", "systemd-analyze not installed")
     exe = tmp_path / "em-agent"
     exe.write_text("#!/bin/sh\nexit 0\n")
     exe.chmod(0o755)

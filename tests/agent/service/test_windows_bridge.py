@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.commands.run_cmd import run_daemon
+from agent.app import run_daemon
 from agent.service.windows import StopBridge, WindowsServiceUnavailable, control
 from agent.settings import load_settings
 from testbed.backend import BackendServer
@@ -50,6 +50,7 @@ def test_windows_control_is_refused_clearly_elsewhere() -> None:
     import sys
 
     if sys.platform == "win32":
+        # skip-policy: a platform guard, not a missing dependency
         pytest.skip("on Windows this would act on the real service manager")
     with pytest.raises(WindowsServiceUnavailable, match="only available on Windows"):
         control("start")

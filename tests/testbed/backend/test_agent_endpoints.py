@@ -125,7 +125,7 @@ def test_heartbeat_needs_active_connection(
 
 def _records(n: int) -> list[dict[str, str]]:
     return [
-        {"timestamp": "2026-01-01T00:00:00Z", "level": "INFO", "logger_name": "agent", "message": f"m{i}"}
+        {"timestamp": "2026-01-01T00:00:00", "level": "INFO", "logger_name": "agent", "message": f"m{i}"}
         for i in range(n)
     ]
 
@@ -208,3 +208,16 @@ def test_create_instruction_defaults_and_fractional_expiry(
     assert items[0]["priority"] == "normal"
     assert items[0]["expires_at"] > items[1]["expires_at"]  # 60 min default vs 30 s
     assert items[2]["expires_at"] is None
+
+
+def test_log_timestamp_with_offset_is_refused(
+    strict_server: BackendServer, smartem_server: BackendServer
+) -> None:
+    # SmartEM stores log timestamps in a `timestamp without time zone` column: an offset crashes the insert.
+    for server, expected in ((strict_server, 422), (smartem_server, 500)):
+        sid = server.create_session("agent-1")
+        aware = [{**_records(1)[0], "timestamp": "2026-01-01T00:00:00+01:00"}]
+        with httpx.Client(base_url=server.url, verify=False) as client:
+            response = client.post(f"/agent/agent-1/session/{sid}/logs", json={"logs": aware})
+            assert response.status_code == expected
+            assert client.get("/testbed/logs", params={"session_id": sid}).json() == []
