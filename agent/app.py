@@ -5,7 +5,7 @@ It knows every part: the state database, the backend clients and their auth, the
 instruction service with its device and decision-service handles, the heartbeat, the AMQP bridge, the log
 shipper and the status line. Every entry point goes through it and only parses arguments: ``em-agent run``
 (:mod:`agent.commands.run_cmd`), the Windows service (:mod:`agent.service.windows`), the stand-alone instruction
-runner (``python -m agent.instructions``, :mod:`agent.instructions.runner`), the demo, and ``em-agent check``,
+runner (``em-agent instructions``, :mod:`agent.commands.instructions_cmd`), the demo, and ``em-agent check``,
 which probes the backend and the instruction stream with clients built here, the daemon's way.
 
 The microscope is built in one section of this module: :func:`device_options` (from ``[device]``),
@@ -34,7 +34,7 @@ import httpx
 from agent.connections import backend_auth, backend_client_options, backend_verify
 from agent.daemon import Daemon, NamedService
 from agent.logging_setup import LogShipper, configure_logging
-from agent.service import stall
+from agent.process import stall
 from agent.settings import ConfigError, DeviceSettings, Settings, load_settings
 from agent.state.database import Database, open_database
 from backend_client.async_client import AsyncSmartEMAPIClient

@@ -5,7 +5,7 @@ instruction service (SSE listener, journal, executor, acks), the agent heartbeat
 the periodic ``agent.status`` line, systemd notifications (READY, STATUS, WATCHDOG, STOPPING) and signal handling:
 the first SIGTERM/SIGINT (or a Windows service stop) drains in-flight work within ``shutdown_timeout_s``; a second
 signal exits at once. With ``stall_exit_s`` set, a stop that has not finished after that long exits the process
-with every thread's stack on stderr (:mod:`agent.service.stall`).
+with every thread's stack on stderr (:mod:`agent.process.stall`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agent.service import stall
-from agent.service.systemd import SystemdNotifier
+from agent.process import stall
+from agent.process.sd_notify import SystemdNotifier
 
 log = logging.getLogger("agent.daemon")
 

@@ -26,7 +26,7 @@ from typing import Literal, Protocol
 
 import httpx
 
-from backend_client import _operations as ops
+from backend_client import operations as ops
 from backend_client.async_client import AsyncSmartEMAPIClient
 from backend_client.client import SmartEMAPIClient
 from backend_client.errors import (

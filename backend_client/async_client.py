@@ -1,7 +1,7 @@
 """``AsyncSmartEMAPIClient``: the asyncio twin of :class:`~backend_client.client.SmartEMAPIClient`.
 
 Same methods, arguments and return values as the sync client, as coroutines. Requests are built and responses
-interpreted by the same :mod:`backend_client._operations` specs; only the transport (``httpx.AsyncClient``)
+interpreted by the same :mod:`backend_client.operations` specs; only the transport (``httpx.AsyncClient``)
 and the retry driver (tenacity ``AsyncRetrying``) differ.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from backend_client import _operations as ops
+from backend_client import operations as ops
 from backend_client._base import DEFAULT_HEADERS, DEFAULT_TIMEOUT, ClientSettings
 from backend_client._conversions import (
     foilhole_requests,
@@ -141,7 +141,7 @@ class AsyncSmartEMAPIClient:
             await response.aclose()
 
     async def request(self, spec: ops.RequestSpec[T], *, retry: RetryPolicy | None = None) -> T:
-        """Send one :class:`~backend_client._operations.RequestSpec` under the retry policy (low-level)."""
+        """Send one :class:`~backend_client.operations.RequestSpec` under the retry policy (low-level)."""
         policy = retry or self.retry_policy
         if not spec.retry:
             return await self._send_once(spec)

@@ -4,7 +4,7 @@ Every method of SmartEM's own client that the agent may use, with the same names
 request-model level methods (the agent's outbox stores request models, not domain models). All calls share one
 ``httpx.Client`` with connect and read timeouts, one retry policy (:mod:`backend_client.retry`) and one error
 mapping (:mod:`backend_client.errors`); the requests themselves are built by
-:mod:`backend_client._operations`, shared with :class:`~backend_client.async_client.AsyncSmartEMAPIClient`.
+:mod:`backend_client.operations`, shared with :class:`~backend_client.async_client.AsyncSmartEMAPIClient`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from backend_client import _operations as ops
+from backend_client import operations as ops
 from backend_client._base import DEFAULT_HEADERS, DEFAULT_TIMEOUT, ClientSettings
 from backend_client._conversions import (
     foilhole_requests,
@@ -143,7 +143,7 @@ class SmartEMAPIClient:
             response.close()
 
     def request(self, spec: ops.RequestSpec[T], *, retry: RetryPolicy | None = None) -> T:
-        """Send one :class:`~backend_client._operations.RequestSpec` under the retry policy (low-level)."""
+        """Send one :class:`~backend_client.operations.RequestSpec` under the retry policy (low-level)."""
         policy = retry or self.retry_policy
         if not spec.retry:
             return self._send_once(spec)

@@ -55,7 +55,7 @@ def backlog(work: Path, preset: str) -> dict[str, Any]:
     total = sum(expected.values())
     with BackendServer(work / "backend.db", compat="strict") as server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EM_AGENT_")}
-        cmd = [sys.executable, "-m", "agent.ingest", str(visit), "--once", "--json", "--no-progress",
+        cmd = [sys.executable, "-m", "agent.cli", "ingest", str(visit), "--once", "--json", "--no-progress",
                "--backend", server.url, "--state-dir", str(work / "state")]  # fmt: skip
         start = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=REPO)

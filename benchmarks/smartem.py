@@ -136,7 +136,7 @@ def agent_env(smartem: RealSmartEM) -> dict[str, str]:
 
 def ingest_command(visit: Path, state: Path) -> list[str]:
     """``em-agent ingest VISIT --once`` as a subprocess command (the backend comes from the environment)."""
-    return [sys.executable, "-m", "agent.ingest", str(visit), "--once", "--json", "--no-progress",
+    return [sys.executable, "-m", "agent.cli", "ingest", str(visit), "--once", "--json", "--no-progress",
             "--state-dir", str(state)]  # fmt: skip
 
 
@@ -147,7 +147,7 @@ def parse_only_seconds(visit: Path) -> float:
     """How long ``em-agent ingest --dry-run`` takes on ``visit``: process start, scan and parse, no backend (the
     part of em-agent's time the bare client has no counterpart for)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EM_AGENT_")}
-    cmd = [sys.executable, "-m", "agent.ingest", str(visit), "--dry-run", "--json", "--no-progress"]
+    cmd = [sys.executable, "-m", "agent.cli", "ingest", str(visit), "--dry-run", "--json", "--no-progress"]
     start = time.monotonic()
     subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, check=True)
     return round(time.monotonic() - start, 2)

@@ -13,6 +13,7 @@ from typing import Protocol, cast
 
 COMMAND_MODULES = (
     "run_cmd",
+    "instructions_cmd",
     "ingest_cmd",
     "parse_cmd",
     "config_cmd",

@@ -27,9 +27,9 @@ from agent.commands.common import add_config_argument, settings_from_args
 from agent.connections import backend_auth
 from agent.settings import ConfigError, Settings
 from backend_client import paths
-from backend_client._operations import RequestSpec, parse_json
 from backend_client.errors import AuthenticationError, BackendError, InvalidResponseError, SessionError
 from backend_client.models import ConnectionEvent, ErrorEvent
+from backend_client.operations import RequestSpec, parse_json
 
 EXIT_CONFIG = 78
 #: Bound of each backend probe, s (the connect timeout is the configured one).

@@ -32,7 +32,7 @@ from agent.ingest.config import IngestConfig
 from agent.ingest.identity import EntityKind
 from agent.ingest.kinds import KINDS, KindSpec
 from agent.ingest.store import IngestStore, OutboxItem
-from backend_client import _operations as ops
+from backend_client import operations as ops
 from backend_client.errors import (
     BackendError,
     BackendUnavailableError,

@@ -43,7 +43,7 @@ from converters.requests import (
 )
 
 if TYPE_CHECKING:
-    from backend_client._operations import RequestSpec
+    from backend_client.operations import RequestSpec
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -154,55 +154,55 @@ class KindSpec(Generic[R]):
 
 
 def _create_acquisition(req: AcquisitionCreateRequest, uuid: str, parent: str | None) -> RequestSpec[Any]:
-    from backend_client import _operations as ops
+    from backend_client import operations as ops
 
     return ops.create_acquisition(req)
 
 
 def _update_acquisition(req: AcquisitionCreateRequest, uuid: str, parent: str | None) -> RequestSpec[Any]:
-    from backend_client import _operations as ops
+    from backend_client import operations as ops
 
     return ops.update_acquisition(req)
 
 
 def _create_grid(req: GridCreateRequest, uuid: str, parent: str | None) -> RequestSpec[Any]:
-    from backend_client import _operations as ops
+    from backend_client import operations as ops
 
     return ops.create_grid(req)
 
 
 def _update_grid(req: GridCreateRequest, uuid: str, parent: str | None) -> RequestSpec[Any]:
-    from backend_client import _operations as ops
+    from backend_client import operations as ops
 
     return ops.update_grid(req)
 
 
 def _create_atlas(req: AtlasCreateRequest, uuid: str, parent: str | None) -> RequestSpec[Any]:
-    from backend_client import _operations as ops
+    from backend_client import operations as ops
 
     return ops.create_atlas(req)
 
 
 def _link_tile(req: TileLinks, uuid: str, parent: str | None) -> RequestSpec[Any]:
-    from backend_client import _operations as ops
+    from backend_client import operations as ops
 
     return ops.link_tile_gridsquares(uuid, req.positions)
 
 
 def _create_gridsquare(req: GridSquareCreateRequest, uuid: str, parent: str | None) -> RequestSpec[Any]:
-    from backend_client import _operations as ops
+    from backend_client import operations as ops
 
     return ops.create_gridsquare(req)
 
 
 def _create_gridsquares(grid_uuid: str | None, reqs: Sequence[GridSquareCreateRequest]) -> RequestSpec[Any]:
-    from backend_client import _operations as ops
+    from backend_client import operations as ops
 
     return ops.create_gridsquares_batch(str(grid_uuid), reqs)
 
 
 def _update_gridsquare(req: GridSquareCreateRequest, uuid: str, parent: str | None) -> RequestSpec[Any]:
-    from backend_client import _operations as ops
+    from backend_client import operations as ops
 
     return ops.update_gridsquare(req)
 
@@ -213,31 +213,31 @@ def _create_foilhole(req: FoilHoleCreateRequest, uuid: str, parent: str | None) 
 
 
 def _create_foilholes(square_uuid: str | None, reqs: Sequence[FoilHoleCreateRequest]) -> RequestSpec[Any]:
-    from backend_client import _operations as ops
+    from backend_client import operations as ops
 
     return ops.create_foilholes(str(square_uuid), reqs)
 
 
 def _update_foilhole(req: FoilHoleCreateRequest, uuid: str, parent: str | None) -> RequestSpec[Any]:
-    from backend_client import _operations as ops
+    from backend_client import operations as ops
 
     return ops.update_foilhole(req)
 
 
 def _create_micrograph(req: MicrographCreateRequest, uuid: str, parent: str | None) -> RequestSpec[Any]:
-    from backend_client import _operations as ops
+    from backend_client import operations as ops
 
     return ops.create_micrograph(req)
 
 
 def _create_micrographs(parent: str | None, reqs: Sequence[MicrographCreateRequest]) -> RequestSpec[Any]:
-    from backend_client import _operations as ops
+    from backend_client import operations as ops
 
     return ops.create_micrographs_batch(reqs)
 
 
 def _update_micrograph(req: MicrographCreateRequest, uuid: str, parent: str | None) -> RequestSpec[Any]:
-    from backend_client import _operations as ops
+    from backend_client import operations as ops
 
     return ops.update_micrograph(req)
 

@@ -4,7 +4,7 @@ Flow: SSE ``instruction`` event -> :class:`InstructionJournal` (SQLite, written 
 :class:`Executor` (device lane one at a time, query lane beside it; priority critical > high > normal > low,
 then sequence number) -> handler (pydantic payload model, guardrails in the device layer) -> one final
 acknowledgement, journaled and retried until the backend confirms (also after reconnects and restarts).
-Composed by :mod:`agent.app` (``agent.app.build_service``) or run alone with ``python -m agent.instructions``. See
+Composed by :mod:`agent.app` (``agent.app.build_service``) or run alone with ``em-agent instructions``. See
 ``docs/instructions.md``.
 
 Outcomes: unknown type, invalid payload, expired, guardrail violation, no device / no decision service

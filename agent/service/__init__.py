@@ -1,5 +1,1 @@
-"""Service integration: systemd notifications and unit installation, and the Windows service."""
-
-from agent.service.systemd import SystemdNotifier
-
-__all__ = ["SystemdNotifier"]
+"""Service entry points: systemd unit installation and the Windows service."""

@@ -13,7 +13,6 @@ import pytest
 from agent import app
 from agent.cli import main
 from agent.commands import check_cmd, run_cmd
-from agent.instructions import runner
 from agent.service.windows import StopBridge, run_service_main
 from agent.settings import ConfigError, Settings, load_settings
 from backend_client.sse import SSEAgentClient
@@ -79,7 +78,7 @@ def test_the_instruction_runner_composes_through_the_root(
         "--sse-retry-delay",
         "0.05",
     ]
-    assert runner.main([*argv, "--heartbeat-interval", "0"]) == 78
+    assert main(["instructions", *argv, "--heartbeat-interval", "0"]) == 78
     [(settings, options)] = composed
     assert settings.ingest is None  # instructions only
     assert (settings.agent_id, settings.session_id) == ("a2", "s2")
@@ -101,7 +100,7 @@ def test_the_runner_reports_a_bad_config_json_as_a_configuration_error(
         "--state-dir",
         str(tmp_path),
     ]
-    assert runner.main([*argv, "--config-json", "{not json"]) == 78
+    assert main(["instructions", *argv, "--config-json", "{not json"]) == 78
     assert "configuration error" in capsys.readouterr().err
     assert composed == []
 

@@ -18,7 +18,7 @@ from backend_client import (
     canonical_json,
     message_id_for,
 )
-from backend_client.amqp import _ConfirmTracker, _Outgoing
+from backend_client.amqp_messages import ConfirmTracker, Outgoing
 
 UNREACHABLE = "amqp://guest:guest@127.0.0.1:1/%2F"
 
@@ -28,9 +28,9 @@ class Event(BaseModel):
     n: int
 
 
-def _item(n: int, routing_key: str = "grid.created") -> _Outgoing:
+def _item(n: int, routing_key: str = "grid.created") -> Outgoing:
     body = canonical_json({"n": n})
-    return _Outgoing(routing_key, body, message_id_for(routing_key, body), None, time.monotonic() + 60)
+    return Outgoing(routing_key, body, message_id_for(routing_key, body), None, time.monotonic() + 60)
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_message_id_depends_on_routing_key_and_body_only() -> None:
 
 
 def test_tracker_numbers_publications_and_settles_single_and_multiple_confirms() -> None:
-    tracker = _ConfirmTracker()
+    tracker = ConfirmTracker()
     items = [_item(n) for n in range(6)]
     assert [tracker.sent(item) for item in items] == [1, 2, 3, 4, 5, 6]
     assert tracker.settle(2, multiple=False) == [items[1]]
@@ -74,7 +74,7 @@ def test_tracker_numbers_publications_and_settles_single_and_multiple_confirms()
 
 
 def test_tracker_reset_returns_unconfirmed_in_order_and_restarts_tags() -> None:
-    tracker = _ConfirmTracker()
+    tracker = ConfirmTracker()
     items = [_item(n) for n in range(4)]
     for item in items:
         tracker.sent(item)
@@ -85,7 +85,7 @@ def test_tracker_reset_returns_unconfirmed_in_order_and_restarts_tags() -> None:
 
 
 def test_tracker_return_marks_the_oldest_matching_unreturned_message() -> None:
-    tracker = _ConfirmTracker()
+    tracker = ConfirmTracker()
     twin_a, twin_b = _item(1, "nowhere.x"), _item(1, "nowhere.x")  # same event published twice
     other = _item(1, "grid.created")
     for item in (other, twin_a, twin_b):

@@ -157,9 +157,9 @@ def _field_problems(manifest: Manifest, by_key: dict[tuple[str, str, str], dict[
 
 
 def agent_command(watch: Path, backend_url: str, state_dir: Path, *extra: str) -> list[str]:
-    """The ``python -m agent.ingest`` command line for a subprocess agent."""
+    """The ``em-agent ingest`` command line (``python -m agent.cli ingest``) for a subprocess agent."""
     return [
-        sys.executable, "-m", "agent.ingest", str(watch), "--backend", backend_url,
+        sys.executable, "-m", "agent.cli", "ingest", str(watch), "--backend", backend_url,
         "--state-dir", str(state_dir), "--settle-time", "0.1", "--no-progress", *extra,
     ]  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""``python -m agent.instructions`` as a process: the daemon composed by :mod:`agent.app`, instructions only."""
+"""``em-agent instructions`` as a process: the daemon composed by :mod:`agent.app`, instructions only."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def test_runner_executes_instructions_and_stops_cleanly(tmp_path: Path) -> None:
     with BackendServer(tmp_path / "backend.sqlite3", **FAST_BACKEND) as backend:  # type: ignore[arg-type]
         session_id = backend.create_session(AGENT_ID)
         cmd = [
-            sys.executable, "-m", "agent.instructions", "--backend", backend.url, "--agent-id", AGENT_ID,
+            sys.executable, "-m", "agent.cli", "instructions", "--backend", backend.url, "--agent-id", AGENT_ID,
             "--session-id", session_id, "--state-dir", str(tmp_path / "state"), "--sse-retry-delay", "0.05",
             "--heartbeat-interval", "0",
         ]  # fmt: skip

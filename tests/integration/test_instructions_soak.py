@@ -23,9 +23,9 @@ from typing import Any
 import httpx
 import pytest
 
+from agent.commands.instructions_cmd import API_KEY_ENV
 from agent.devices.capabilities import Capability
 from agent.instructions.journal import INTERRUPTED_MESSAGE
-from agent.instructions.runner import API_KEY_ENV
 from testbed.backend import BackendServer
 from testbed.semphony_server import SemphonyServer
 from tests.integration.test_instructions_support import AGENT_ID, FAST_SIM
@@ -49,7 +49,7 @@ def start_agent(
         "resync_interval_s": 1.0,
     }
     cmd = [
-        sys.executable, "-m", "agent.instructions",
+        sys.executable, "-m", "agent.cli", "instructions",
         "--backend", backend.url, "--agent-id", AGENT_ID, "--session-id", session_id,
         "--state-dir", str(state_dir), "--device", "semphony", "--device-url", semphony.url,
         "--config-json", json.dumps(config), "--sse-retry-delay", "0.05", "--log-level", "WARNING",

@@ -7,7 +7,7 @@ import sys
 import textwrap
 import time
 
-from agent.service import stall
+from agent.process import stall
 
 STUCK_DAEMON = textwrap.dedent(
     """
@@ -46,7 +46,7 @@ def test_a_stuck_stop_exits_with_the_thread_stacks() -> None:
 
 
 def test_disarm_cancels_the_exit() -> None:
-    code = "from agent.service import stall; import time; stall.arm(0.5); stall.disarm(); time.sleep(1.0); print('alive')"
+    code = "from agent.process import stall; import time; stall.arm(0.5); stall.disarm(); time.sleep(1.0); print('alive')"
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
@@ -60,7 +60,7 @@ def test_disarm_without_arm_is_harmless() -> None:
 
 def test_run_disarms_an_exit_armed_during_the_loop() -> None:
     code = (
-        "import time\nfrom agent.service import stall\n"
+        "import time\nfrom agent.process import stall\n"
         "async def main():\n    stall.arm(0.5)\n    return 3\n"
         "assert stall.run(main()) == 3\ntime.sleep(1.0)\nprint('alive')"
     )

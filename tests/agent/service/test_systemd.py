@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.service.systemd import SystemdNotifier, install_unit, unit_text
+from agent.process.sd_notify import SystemdNotifier
+from agent.service.systemd import install_unit, unit_text
 from tests.conftest import skip_or_fail
 
 REPO = Path(__file__).resolve().parents[3]

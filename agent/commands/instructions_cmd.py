@@ -1,4 +1,4 @@
-"""The stand-alone instruction runner: ``python -m agent.instructions`` (instructions only, no ingest).
+"""``em-agent instructions``: the stand-alone instruction runner (instructions only, no ingest).
 
 It parses its options into :class:`~agent.settings.Settings` and runs the daemon that :mod:`agent.app` composes
 from them, the same as ``em-agent run --session-id`` without ``--watch``: instruction service, heartbeat, status
@@ -20,14 +20,25 @@ from typing import Any
 from agent import app
 from agent.settings import ConfigError, load_settings
 
-log = logging.getLogger("agent.instructions.runner")
+log = logging.getLogger("agent.instructions.runner")  # the name operators grep for; kept from its old home
 
 #: The device API key comes from the environment only (the settings' own variable), never from a flag.
 API_KEY_ENV = "EM_AGENT_DEVICE__API_KEY"
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m agent.instructions", description=__doc__)
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``instructions`` sub-command."""
+    p = subparsers.add_parser(
+        "instructions",
+        help="run the instruction service alone (no ingest), logging plain text to stderr",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_options(p)
+    p.set_defaults(func=run)
+
+
+def _add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", required=True, help="SmartEM-compatible backend URL")
     p.add_argument("--agent-id", required=True)
     p.add_argument("--session-id", required=True)
@@ -43,7 +54,6 @@ def _parser() -> argparse.ArgumentParser:
         "--heartbeat-interval", type=float, default=30.0, help="agent heartbeat POST period, s (0: none)"
     )
     p.add_argument("--log-level", default="INFO")
-    return p
 
 
 def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -67,16 +77,15 @@ def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m agent.instructions``."""
-    args = _parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Run the instruction daemon until SIGTERM/SIGINT; the exit code."""
     logging.basicConfig(
         level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
     )
     try:
         settings = load_settings(None, settings_overrides(args))
     except (ConfigError, ValueError) as exc:  # ValueError: --config-json is not JSON
-        print(f"python -m agent.instructions: configuration error: {exc}", file=sys.stderr, flush=True)
+        print(f"em-agent instructions: configuration error: {exc}", file=sys.stderr, flush=True)
         return app.EXIT_CONFIG
 
     async def started() -> None:

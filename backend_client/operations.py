@@ -5,6 +5,9 @@ A :class:`RequestSpec` holds the method, path (from :mod:`backend_client.paths`)
 parser and the entity the call is about. The clients only differ in how they send it (``httpx.Client`` vs
 ``httpx.AsyncClient``, tenacity ``Retrying`` vs ``AsyncRetrying``); building requests and interpreting
 responses happens here, once.
+
+A public module: the agent's per-kind table (``agent.ingest.kinds``) builds its specs here and sends them with
+``client.request(spec)``, so a new endpoint is one function in this module.
 """
 
 from __future__ import annotations
