@@ -19,7 +19,9 @@ from types import FrameType
 
 from testbed.epu.generator import GeneratorConfig, SessionGenerator, TimingMode, WriteEvent
 from testbed.epu.plan import PRESETS
-from testbed.epu.recording import Recorder, Recording, RecordingError, Replayer
+from testbed.epu.recorder import Recorder
+from testbed.epu.recording import Recording, RecordingError
+from testbed.epu.replayer import Replayer
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -16,7 +16,7 @@ from testbed.backend.agent_models import (
     InstructionCreateRequest,
     SessionCreateRequest,
 )
-from testbed.backend.agent_store import PRIORITY_RANK, NewInstruction
+from testbed.backend.agent_rows import PRIORITY_RANK, NewInstruction
 from testbed.backend.auth import SCOPE_KEY
 from testbed.backend.bodies import parse_one
 from testbed.backend.db import iso, utcnow

@@ -16,122 +16,36 @@ The two compatibility modes differ in a few rules, each marked where it is appli
 * re-sending on reconnect: only ``strict`` re-sends sent-but-unacknowledged instructions.
 
 Every ack attempt, accepted or not, is recorded with its outcome so tests can see what the agent sent.
+
+The acknowledgement rules live in :mod:`testbed.backend.agent_acks`; the shared constants, the new-instruction
+record and row conversion in :mod:`testbed.backend.agent_rows`.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import uuid as uuid_mod
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
+from testbed.backend.agent_acks import acknowledge_instruction
+from testbed.backend.agent_rows import (
+    PRIORITY_RANK,
+    NewInstruction,
+    connection_dict,
+    instruction_dict,
+    instruction_event_data,
+    record_history,
+    session_dict,
+)
 from testbed.backend.db import Db, iso, utcnow
-from testbed.backend.errors import Conflict, Forbidden, NotFound, Rejected
+from testbed.backend.errors import Conflict, Forbidden, NotFound
 from testbed.backend.options import Compat
-
-PRIORITY_RANK: dict[str, int] = {"critical": 3, "high": 2, "normal": 1, "low": 0}
-"""Numeric priority used by strict mode (higher first)."""
-
-FINAL_ACK_STATUSES = frozenset({"processed", "failed", "declined"})
-ACK_STATUSES = FINAL_ACK_STATUSES | {"received"}
 
 _STRICT_ORDER = "priority_rank DESC, sequence_number IS NULL, sequence_number ASC, created_at ASC, seq ASC"
 # SmartEM: ORDER BY priority DESC (a text column), sequence_number ASC (PostgreSQL puts NULLs last),
 # created_at.
 _SMARTEM_ORDER = "priority DESC, sequence_number IS NULL, sequence_number ASC, created_at ASC, seq ASC"
-
-
-@dataclass(frozen=True)
-class NewInstruction:
-    """An instruction to create (the debug endpoint's fields, resolved)."""
-
-    session_id: str
-    instruction_type: str
-    payload: Any
-    priority: str
-    sequence_number: int | None
-    expires_at: datetime | None
-    metadata: dict[str, Any]
-    instruction_id: str | None = None
-
-
-def _session_dict(row: sqlite3.Row) -> dict[str, Any]:
-    return {
-        "session_id": row["session_id"],
-        "agent_id": row["agent_id"],
-        "acquisition_uuid": row["acquisition_uuid"],
-        "name": row["name"],
-        "description": row["description"],
-        "status": row["status"],
-        "created_at": row["created_at"],
-        "started_at": None,
-        "ended_at": row["ended_at"],
-        "last_activity_at": row["last_activity_at"],
-        "experimental_parameters": json.loads(row["experimental_parameters"]),
-    }
-
-
-def _connection_dict(row: sqlite3.Row) -> dict[str, Any]:
-    return {
-        "connection_id": row["connection_id"],
-        "agent_id": row["agent_id"],
-        "session_id": row["session_id"],
-        "connection_type": row["connection_type"],
-        "status": row["status"],
-        "created_at": row["created_at"],
-        "last_heartbeat_at": row["last_heartbeat_at"],
-        "closed_at": row["closed_at"],
-        "close_reason": row["close_reason"],
-        "client_info": json.loads(row["client_info"]),
-    }
-
-
-def instruction_event_data(row: sqlite3.Row) -> dict[str, Any]:
-    """The ``data`` of an SSE ``instruction`` event, exactly SmartEM's keys (section 5)."""
-    return {
-        "type": "instruction",
-        "instruction_id": row["instruction_id"],
-        "agent_id": row["agent_id"],
-        "session_id": row["session_id"],
-        "instruction_type": row["instruction_type"],
-        "payload": json.loads(row["payload"]),
-        "sequence_number": row["sequence_number"],
-        "priority": row["priority"],
-        "created_at": row["created_at"],
-        "expires_at": row["expires_at"],
-        "metadata": json.loads(row["metadata"]),
-    }
-
-
-def _instruction_dict(row: sqlite3.Row) -> dict[str, Any]:
-    return {
-        "instruction_id": row["instruction_id"],
-        "session_id": row["session_id"],
-        "agent_id": row["agent_id"],
-        "instruction_type": row["instruction_type"],
-        "payload": json.loads(row["payload"]),
-        "sequence_number": row["sequence_number"],
-        "priority": row["priority"],
-        "status": row["status"],
-        "ack_status": row["ack_status"],
-        "created_at": row["created_at"],
-        "sent_at": row["sent_at"],
-        "acknowledged_at": row["acknowledged_at"],
-        "expires_at": row["expires_at"],
-        "retry_count": row["retry_count"],
-        "max_retries": row["max_retries"],
-        "metadata": json.loads(row["metadata"]),
-        "last_event_id": row["last_event_id"],
-    }
-
-
-def _history(conn: sqlite3.Connection, instruction_id: str, event: str, **detail: Any) -> None:
-    conn.execute(
-        "INSERT INTO instruction_history (instruction_id, at, event, detail) VALUES (?, ?, ?, ?)",
-        (instruction_id, iso(utcnow()), event, json.dumps(detail)),
-    )
 
 
 class AgentStore:
@@ -184,7 +98,7 @@ class AgentStore:
                 ),
             )
             row = conn.execute("SELECT * FROM agent_session WHERE session_id = ?", (sid,)).fetchone()
-        return _session_dict(row)
+        return session_dict(row)
 
     def close_session(self, session_id: str) -> dict[str, Any]:
         """Mark a session ``ended`` (its streams end at their next wake-up)."""
@@ -197,13 +111,13 @@ class AgentStore:
             if cur.rowcount == 0:
                 raise NotFound(f"Session {session_id} not found")
             row = conn.execute("SELECT * FROM agent_session WHERE session_id = ?", (session_id,)).fetchone()
-        return _session_dict(row)
+        return session_dict(row)
 
     def get_session(self, session_id: str) -> dict[str, Any] | None:
         """One session or ``None``."""
         with self._db.read() as conn:
             row = conn.execute("SELECT * FROM agent_session WHERE session_id = ?", (session_id,)).fetchone()
-        return None if row is None else _session_dict(row)
+        return None if row is None else session_dict(row)
 
     def list_sessions(self, *, active_only: bool) -> list[dict[str, Any]]:
         """Sessions, most recently active first."""
@@ -212,7 +126,7 @@ class AgentStore:
             rows = conn.execute(
                 f"SELECT * FROM agent_session {where} ORDER BY last_activity_at DESC, created_at DESC"
             ).fetchall()
-        return [_session_dict(r) for r in rows]
+        return [session_dict(r) for r in rows]
 
     def validate_stream(self, agent_id: str, session_id: str) -> str | None:
         """Why a stream may not open (SmartEM's three checks), or ``None`` when it may."""
@@ -271,7 +185,7 @@ class AgentStore:
             rows = conn.execute(
                 f"SELECT * FROM agent_connection {where} ORDER BY created_at DESC", args
             ).fetchall()
-        return [_connection_dict(r) for r in rows]
+        return [connection_dict(r) for r in rows]
 
     # -- instructions ----------------------------------------------------------------------------------------
 
@@ -307,9 +221,9 @@ class AgentStore:
                     json.dumps(new.metadata),
                 ),
             )
-            _history(conn, iid, "created", priority=new.priority, sequence_number=new.sequence_number)
+            record_history(conn, iid, "created", priority=new.priority, sequence_number=new.sequence_number)
             row = conn.execute("SELECT * FROM instruction WHERE instruction_id = ?", (iid,)).fetchone()
-        return _instruction_dict(row)
+        return instruction_dict(row)
 
     def claim_for_stream(
         self, session_id: str, connection_id: str, *, resend_unacked: bool, after_event_id: int | None
@@ -347,7 +261,7 @@ class AgentStore:
                     "UPDATE instruction SET status = 'sent', sent_at = ?, last_event_id = ? WHERE seq = ?",
                     (now, event_id, row["seq"]),
                 )
-                _history(
+                record_history(
                     conn,
                     row["instruction_id"],
                     "resent" if row["status"] == "sent" else "sent",
@@ -382,7 +296,7 @@ class AgentStore:
                         "UPDATE instruction SET status = 'expired', retry_count = ? WHERE seq = ?",
                         (retries, row["seq"]),
                     )
-                    _history(conn, row["instruction_id"], "expired", retry_count=retries)
+                    record_history(conn, row["instruction_id"], "expired", retry_count=retries)
                 else:
                     new_expiry = iso(now + extension)
                     conn.execute(
@@ -390,7 +304,7 @@ class AgentStore:
                         " seq = ?",
                         (retries, new_expiry, row["seq"]),
                     )
-                    _history(
+                    record_history(
                         conn,
                         row["instruction_id"],
                         "reset_to_pending",
@@ -463,7 +377,7 @@ class AgentStore:
             rows = conn.execute(f"SELECT * FROM instruction {where} ORDER BY seq", args).fetchall()
             out = []
             for row in rows:
-                item = _instruction_dict(row)
+                item = instruction_dict(row)
                 iid = row["instruction_id"]
                 item["deliveries"] = [
                     dict(d)
@@ -500,123 +414,7 @@ class AgentStore:
     ) -> dict[str, Any]:
         """Apply an acknowledgement and return SmartEM's success body; raise :class:`Rejected` (with the
         status of section 7) otherwise. The attempt is recorded either way."""
-        now = iso(utcnow())
-        status = str(ack["status"])
-        with self._db.tx() as conn:
-            try:
-                outcome, acknowledged_at = self._check_ack(
-                    conn, agent_id, session_id, instruction_id, status, now
-                )
-            except Rejected as exc:
-                rejection: Rejected | None = exc
-                outcome, acknowledged_at = "rejected", now
-            else:
-                rejection = None
-            conn.execute(
-                "INSERT INTO acknowledgement (acknowledgement_id, instruction_id, agent_id, session_id,"
-                " status,"
-                " result, error_message, processing_time_ms, processed_at, created_at, outcome,"
-                " http_status, detail)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    str(uuid_mod.uuid4()),
-                    instruction_id,
-                    agent_id,
-                    session_id,
-                    status,
-                    ack.get("result"),
-                    ack.get("error_message"),
-                    ack.get("processing_time_ms"),
-                    now if status in ("processed", "failed") else None,
-                    now,
-                    outcome,
-                    200 if rejection is None else rejection.status_code,
-                    None if rejection is None else rejection.detail,
-                ),
-            )
-            if rejection is None:
-                conn.execute(
-                    "UPDATE agent_session SET last_activity_at = ? WHERE session_id = ?", (now, session_id)
-                )
-                conn.execute(
-                    "UPDATE agent_connection SET last_heartbeat_at = ? WHERE session_id = ? AND status ="
-                    " 'active'",
-                    (now, session_id),
-                )
-        if rejection is not None:
-            raise rejection
-        return {
-            "status": "success",
-            "instruction_id": instruction_id,
-            "acknowledged_at": acknowledged_at,
-            "agent_id": agent_id,
-            "session_id": session_id,
-        }
-
-    def _check_ack(
-        self,
-        conn: sqlite3.Connection,
-        agent_id: str,
-        session_id: str,
-        instruction_id: str,
-        status: str,
-        now: str,
-    ) -> tuple[str, str]:
-        """Validate and apply one ack inside the caller's transaction; returns (outcome, acknowledged_at)."""
-        session = conn.execute("SELECT * FROM agent_session WHERE session_id = ?", (session_id,)).fetchone()
-        if session is None:
-            raise NotFound(f"Session {session_id} not found")
-        if session["agent_id"] != agent_id:
-            raise Forbidden(f"Session {session_id} does not belong to agent {agent_id}")
-        if session["status"] != "active":
-            raise Rejected(f"Session {session_id} is not active")
-        if self._compat == "smartem":
-            # SmartEM needs a live SSE connection for the agent, and one for this very session.
-            active = conn.execute(
-                "SELECT session_id FROM agent_connection WHERE agent_id = ? AND status = 'active'",
-                (agent_id,),
-            ).fetchall()
-            if not active:
-                raise NotFound("Agent not connected")
-            if all(r["session_id"] != session_id for r in active):
-                raise Rejected("No active connection for this session")
-        row = conn.execute("SELECT * FROM instruction WHERE instruction_id = ?", (instruction_id,)).fetchone()
-        if row is None:
-            raise NotFound("Instruction not found")
-        if row["session_id"] != session_id:
-            raise Rejected("Instruction does not belong to this session")
-        if row["agent_id"] != agent_id:
-            raise Rejected("Instruction does not belong to this agent")
-        if self._compat == "smartem":
-            if row["status"] != "sent":
-                raise Rejected("Instruction cannot be acknowledged (invalid status)")
-            self._apply_ack(conn, row, status, now, final=True)
-            return "accepted", now
-        # strict
-        if row["sent_at"] is None:
-            raise Conflict("Instruction has not been delivered yet")
-        previous = row["ack_status"]
-        if previous in FINAL_ACK_STATUSES:
-            if status == previous or status == "received":
-                # A retried ack (or a late `received`) changes nothing: answer as the first time.
-                return "repeated", row["acknowledged_at"]
-            raise Conflict(f"Instruction already acknowledged as {previous}; cannot change it to {status}")
-        if status == "received" and previous == "received":
-            return "repeated", now
-        self._apply_ack(conn, row, status, now, final=status in FINAL_ACK_STATUSES)
-        return "accepted", now
-
-    @staticmethod
-    def _apply_ack(conn: sqlite3.Connection, row: sqlite3.Row, status: str, now: str, *, final: bool) -> None:
-        if final:
-            conn.execute(
-                "UPDATE instruction SET status = 'acknowledged', acknowledged_at = ?, ack_status = ? WHERE"
-                " seq = ?",
-                (now, status, row["seq"]),
-            )
-        else:
-            conn.execute("UPDATE instruction SET ack_status = ? WHERE seq = ?", (status, row["seq"]))
-        _history(conn, row["instruction_id"], "acknowledged" if final else "received", ack_status=status)
+        return acknowledge_instruction(self._db, self._compat, agent_id, session_id, instruction_id, ack)
 
     # -- heartbeats and logs ---------------------------------------------------------------------------------
 
@@ -708,11 +506,4 @@ class AgentStore:
         return [dict(r) for r in rows]
 
 
-__all__ = [
-    "ACK_STATUSES",
-    "FINAL_ACK_STATUSES",
-    "PRIORITY_RANK",
-    "AgentStore",
-    "NewInstruction",
-    "instruction_event_data",
-]
+__all__ = ["AgentStore"]

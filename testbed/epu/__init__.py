@@ -3,7 +3,8 @@
 * :func:`generate` / :class:`SessionGenerator` write a synthetic EPU visit (presets ``small``, ``medium``,
   ``large``; timing, disorder and partial-write modes) and its :class:`Manifest` (``<out>/manifest.json``).
 * :mod:`testbed.epu.compare` checks a manifest against parsed entities or the testbed backend.
-* :mod:`testbed.epu.recording` reads and writes epuplayer recordings, replays them, and records live folders.
+* :mod:`testbed.epu.recording` reads and writes epuplayer recordings; :mod:`testbed.epu.replayer` replays them,
+  and :mod:`testbed.epu.recorder` records live folders.
 """
 
 from testbed.epu.compare import ManifestDiff, compare_with_backend, compare_with_files
@@ -28,8 +29,11 @@ from testbed.epu.manifest import (
     ManifestMicrograph,
     ManifestTileSquarePosition,
 )
-from testbed.epu.plan import PRESETS, PresetSpec, SessionPlan, plan_session
-from testbed.epu.recording import EPUEvent, Recorder, Recording, RecordingError, Replayer
+from testbed.epu.plan import PRESETS, PresetSpec, SessionPlan
+from testbed.epu.planner import plan_session
+from testbed.epu.recorder import Recorder
+from testbed.epu.recording import EPUEvent, Recording, RecordingError
+from testbed.epu.replayer import Replayer
 
 __all__ = [
     "KINDS",

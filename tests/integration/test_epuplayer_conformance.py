@@ -40,7 +40,8 @@ import pytest
 from testbed.backend.server import BackendServer
 from testbed.epu import Manifest
 from testbed.epu.generator import GeneratorConfig, SessionGenerator
-from testbed.epu.recording import BINARY_EXTENSIONS, Recorder, folder_hashes
+from testbed.epu.recorder import Recorder
+from testbed.epu.recording import BINARY_EXTENSIONS, folder_hashes
 from tests.integration.test_ingest_support import REPO_ROOT, backend_problems
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -13,14 +13,10 @@ import pytest
 from converters import IncompleteFileError, parse_file
 from converters.paths import classify_path
 from testbed.epu import GeneratorConfig, Manifest, SessionGenerator, TimingMode, generate
-from testbed.epu.compare import (
-    compare,
-    compare_with_backend,
-    compare_with_files,
-    expected_records,
-    observe_files,
-)
-from testbed.epu.generator import FileOp
+from testbed.epu.compare import compare_with_backend, compare_with_files
+from testbed.epu.compare_files import observe_files
+from testbed.epu.compare_records import compare, expected_records
+from testbed.epu.file_ops import FileOp
 
 
 @pytest.fixture(scope="module")

@@ -13,15 +13,15 @@ import pytest
 
 from testbed.cli_epu import register
 from testbed.epu import GeneratorConfig, SessionGenerator
+from testbed.epu.recorder import Recorder
 from testbed.epu.recording import (
     EPUEvent,
-    Recorder,
     Recording,
     RecordingError,
-    Replayer,
     folder_hashes,
     sha256_hex,
 )
+from testbed.epu.replayer import Replayer
 
 
 def _not_temp(rel: str) -> bool:
