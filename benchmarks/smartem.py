@@ -53,17 +53,6 @@ from testbed.toolenv import SMARTEM_REQUIREMENTS, ensure_tool_venv
 REPO = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 0.7
 
-#: Entity kind -> the backend's table (the kinds of ``Manifest.expected_counts``).
-TABLES = {
-    "acquisition": "acquisition",
-    "grid": "grid",
-    "atlas": "atlas",
-    "atlas_tile": "atlastile",
-    "gridsquare": "gridsquare",
-    "foilhole": "foilhole",
-    "micrograph": "micrograph",
-}
-
 # Dependency wave of each create, by path: a request is sent only after every request of the waves before it
 # has been answered, so a child never reaches the backend before its parent (em-agent's flusher goes by rounds
 # of the same kind). Updates go last.
@@ -88,14 +77,6 @@ def rate(entities: int, seconds: float) -> float:
 
 
 # -- the backend -------------------------------------------------------------------------------------------------
-
-
-def row_counts(smartem: RealSmartEM) -> dict[str, int]:
-    """Rows per entity kind in the backend's tables (one query: it is polled while agents run, and every psql
-    process takes CPU from them)."""
-    counts = ", ".join(f'(SELECT count(*) FROM "{table}")' for table in TABLES.values())
-    row = smartem.sql(f"SELECT {counts}")[0]
-    return {kind: int(n) for kind, n in zip(TABLES, row, strict=True)}
 
 
 def settle(smartem: RealSmartEM, timeout_s: float = 900.0) -> float:
@@ -166,7 +147,7 @@ def run_em_agent(smartem: RealSmartEM, visit: Path, state: Path, expected: dict[
         check=False,
     )
     elapsed = time.monotonic() - start
-    counts = row_counts(smartem)
+    counts = smartem.entity_counts()
     complete = proc.returncode == 0 and counts == expected
     if not complete:
         log(f"em-agent rc={proc.returncode} counts={counts} stderr tail: {proc.stderr[-800:]}")
@@ -198,7 +179,7 @@ def run_four_agents(
     ]
     codes = [p.wait() for p in procs]
     elapsed = time.monotonic() - start
-    counts = row_counts(smartem)
+    counts = smartem.entity_counts()
     complete = all(c == 0 for c in codes) and counts == expected
     if not complete:
         log(f"four agents: exit codes {codes}, counts {counts}")
@@ -316,7 +297,7 @@ def run_bare(
     token = smartem.oidc.issue_token(lifetime_s=3600.0)
     elapsed, failed = asyncio.run(replay(writes, smartem.base_url, token, concurrency))
     total = sum(expected.values())
-    counts = row_counts(smartem)
+    counts = smartem.entity_counts()
     complete = failed == 0 and counts == expected
     if not complete:
         log(f"bare client: {failed} failed requests, counts {counts}")
@@ -363,7 +344,7 @@ def run_reference_agent(
                 if b"..done!" in log_path.read_bytes():
                     done_at = time.monotonic()
                     break
-                count = sum(row_counts(smartem).values())
+                count = sum(smartem.entity_counts().values())
                 if count != last_count:
                     # When the count last changed: the arrival of its last entity, to within a poll.
                     last_count, last_change = count, time.monotonic()
@@ -377,7 +358,7 @@ def run_reference_agent(
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(timeout=10)
-    by_kind = row_counts(smartem)
+    by_kind = smartem.entity_counts()
     entities_in = sum(by_kind.values())
     elapsed = (done_at if done_at is not None else last_change) - start
     to_last = last_change - start

@@ -33,7 +33,7 @@ from testbed.smartem_real.services import (
     psql_rows,
 )
 
-__all__ = ["SCHEMA_ALIGNMENTS", "RealSmartEM"]
+__all__ = ["ENTITY_TABLES", "SCHEMA_ALIGNMENTS", "RealSmartEM", "children_first"]
 
 # Upstream quirk (smartem-reference.md, "Running the real backend locally"): after `alembic upgrade head` the
 # two instruction_id columns are `uuid` while the models bind `varchar`, so every instruction insert fails with
@@ -85,6 +85,18 @@ formatter = generic
 [formatter_generic]
 format = %(levelname)s %(name)s %(message)s
 """
+
+
+#: Entity kind (as em-agent and the testbed's manifests name it) -> the real backend's table.
+ENTITY_TABLES: dict[str, str] = {
+    "acquisition": "acquisition",
+    "grid": "grid",
+    "atlas": "atlas",
+    "atlas_tile": "atlastile",
+    "gridsquare": "gridsquare",
+    "foilhole": "foilhole",
+    "micrograph": "micrograph",
+}
 
 
 class RealSmartEM:
@@ -167,6 +179,13 @@ class RealSmartEM:
     def count(self, table: str) -> int:
         """Rows in ``table`` of the backend's database."""
         return int(self.sql(f'SELECT count(*) FROM "{table}"')[0][0])
+
+    def entity_counts(self) -> dict[str, int]:
+        """Rows per entity kind (:data:`ENTITY_TABLES`), in one query: it is polled while agents run, and every
+        ``psql`` process takes CPU from them."""
+        counts = ", ".join(f'(SELECT count(*) FROM "{table}")' for table in ENTITY_TABLES.values())
+        row = self.sql(f"SELECT {counts}")[0]
+        return {kind: int(n) for kind, n in zip(ENTITY_TABLES, row, strict=True)}
 
     def reset_data(self) -> None:
         """Empty every table the backend fills at run time, so tests do not see each other's rows.

@@ -69,22 +69,13 @@ def backend_problems(url: str, manifest: Manifest, *, include_near_grid_bar: boo
                     if row["uuid"] != entity_uuid(acq, kind, natural):
                         problems.append(f"{kind} {natural}: uuid {row['uuid']} is not the deterministic one")
     for kind, keys in expected.items():
-        seen = observed[kind]
-        missing = keys - set(seen)
-        extra = set(seen) - keys
-        dupes = [k for k, n in seen.items() if n > 1]
-        if missing:
-            problems.append(f"missing {kind} ({len(missing)}): {sorted(missing)[:3]}")
-        if extra:
-            problems.append(f"unexpected {kind} ({len(extra)}): {sorted(extra)[:3]}")
-        if dupes:
-            problems.append(f"duplicated {kind}: {dupes[:3]}")
+        problems.extend(key_problems(kind, keys, observed[kind]))
         if counts.get(kind) != len(keys):
             problems.append(f"backend count of {kind} is {counts.get(kind)}, expected {len(keys)}")
     expected_positions = sum(len(t.gridsquares) for t in manifest.atlas_tiles)
     if positions != expected_positions:
         problems.append(f"{positions} tile positions, expected {expected_positions}")
-    problems.extend(_field_problems(manifest, by_key))
+    problems.extend(field_problems(manifest, by_key))
     return problems
 
 
@@ -98,7 +89,22 @@ def _check(problems: list[str], what: str, observed: Any, expected: Any, tol: fl
         problems.append(f"{what}: expected {expected!r}, observed {observed!r}")
 
 
-def _field_problems(manifest: Manifest, by_key: dict[tuple[str, str, str], dict[str, Any]]) -> list[str]:
+def key_problems(kind: str, expected: set[tuple[str, str]], observed: Counter[tuple[str, str]]) -> list[str]:
+    """What is missing, unexpected or duplicated among the ``(acquisition, natural id)`` keys of one kind."""
+    problems: list[str] = []
+    missing = expected - set(observed)
+    extra = set(observed) - expected
+    dupes = [k for k, n in observed.items() if n > 1]
+    if missing:
+        problems.append(f"missing {kind} ({len(missing)}): {sorted(missing)[:3]}")
+    if extra:
+        problems.append(f"unexpected {kind} ({len(extra)}): {sorted(extra)[:3]}")
+    if dupes:
+        problems.append(f"duplicated {kind}: {dupes[:3]}")
+    return problems
+
+
+def field_problems(manifest: Manifest, by_key: dict[tuple[str, str, str], dict[str, Any]]) -> list[str]:
     problems: list[str] = []
     for a in manifest.acquisitions:
         row = by_key.get(("acquisition", a.acquisition_key, a.acquisition_key))

@@ -26,18 +26,7 @@ from agent.ingest.identity import EntityKind, entity_uuid
 from backend_client.auth import ClientCredentialsAuth
 from testbed.epu import Manifest
 from testbed.smartem_real import RealSmartEM
-from tests.integration.test_ingest_support import REPO_ROOT, _field_problems, agent_env
-
-#: Entity kind -> the backend's table.
-TABLES: dict[str, str] = {
-    "acquisition": "acquisition",
-    "grid": "grid",
-    "atlas": "atlas",
-    "atlas_tile": "atlastile",
-    "gridsquare": "gridsquare",
-    "foilhole": "foilhole",
-    "micrograph": "micrograph",
-}
+from tests.integration.test_ingest_support import REPO_ROOT, agent_env, field_problems, key_problems
 
 
 def agent_oauth_env(smartem: RealSmartEM) -> dict[str, str]:
@@ -57,7 +46,7 @@ def reader_auth(smartem: RealSmartEM) -> httpx.Auth:
 
 def row_counts(smartem: RealSmartEM) -> dict[str, int]:
     """Rows per entity kind in the backend's database, plus ``tile_position``."""
-    counts = {kind: smartem.count(table) for kind, table in TABLES.items()}
+    counts = smartem.entity_counts()
     counts["tile_position"] = smartem.count("atlastilegridsquareposition")
     return counts
 
@@ -121,16 +110,7 @@ def manifest_problems(smartem: RealSmartEM, manifest: Manifest) -> list[str]:
         )
         observed["atlas_tile"][(acq, tile_id)] += 1
     for kind, keys in expected.items():
-        got = observed[kind]
-        missing = keys - set(got)
-        extra = set(got) - keys
-        dupes = [k for k, n in got.items() if n > 1]
-        if missing:
-            problems.append(f"missing {kind} ({len(missing)}): {sorted(missing)[:3]}")
-        if extra:
-            problems.append(f"unexpected {kind} ({len(extra)}): {sorted(extra)[:3]}")
-        if dupes:
-            problems.append(f"duplicated {kind}: {dupes[:3]}")
+        problems.extend(key_problems(kind, keys, observed[kind]))
     counts = row_counts(smartem)
     for kind, n in manifest.expected_counts(include_near_grid_bar=False).as_dict().items():
         if counts.get(kind) != n:
@@ -138,7 +118,7 @@ def manifest_problems(smartem: RealSmartEM, manifest: Manifest) -> list[str]:
     positions = sum(len(t.gridsquares) for t in manifest.atlas_tiles)
     if counts["tile_position"] != positions:
         problems.append(f"{counts['tile_position']} tile positions, expected {positions}")
-    problems.extend(_field_problems(manifest, by_key))
+    problems.extend(field_problems(manifest, by_key))
     return problems
 
 
@@ -257,7 +237,6 @@ def running_daemon(smartem: RealSmartEM, tmp_path: Path) -> Iterator[Daemon]:
 
 __all__ = [
     "AGENT_ID",
-    "TABLES",
     "Daemon",
     "agent_oauth_env",
     "consumer_events",
